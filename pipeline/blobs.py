@@ -1,0 +1,112 @@
+"""Blobs: connected components of the change mask, measured in metres.
+
+Each blob gets its minimum-area rectangle (length, width, heading) and area on the ground. Within a
+block only blobs whose top-left corner lies in the block's core are kept, so that a blob seen by
+two overlapping blocks is counted once.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from rasterio.windows import Window
+
+
+@dataclass(frozen=True)
+class Blob:
+    """One connected region of change, in BEFORE-grid pixel coordinates (global, not per block).
+
+    ``corners_px`` are the four corners (col, row) of the minimum-area rectangle;
+    ``bbox_px`` is (col0, row0, col1, row1), end-exclusive.
+    """
+
+    bbox_px: tuple[int, int, int, int]
+    area_px: int
+    centroid_px: tuple[float, float]
+    corners_px: tuple[tuple[float, float], ...]
+    length_m: float
+    width_m: float
+    area_m2: float
+    heading_deg: float
+    mean_score: float
+    max_score: float
+    label: int = 0
+
+
+def min_area_rect_m(points_px: np.ndarray, res_m: tuple[float, float]
+                    ) -> tuple[float, float, float, np.ndarray]:
+    """Minimum-area rectangle of pixel-centre points (K, 2) (col, row), measured in metres.
+
+    Each pixel is a square: its four corners enter the hull, so a single pixel measures one
+    pixel by one pixel. Returns length_m, width_m (length >= width), heading_deg (long axis,
+    clockwise from north, 0 to 180) and the (4, 2) corners in pixel coordinates.
+    """
+    rx, ry = res_m
+    offsets = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]])
+    corners = (points_px[:, None, :] + offsets[None]).reshape(-1, 2)
+    metric = (corners * np.array([rx, ry])).astype(np.float32)
+    (cx, cy), (w, h), _ = rect = cv2.minAreaRect(metric)
+    box_m = cv2.boxPoints(rect)
+    e1 = box_m[1] - box_m[0]
+    e2 = box_m[2] - box_m[1]
+    long_edge = e1 if np.hypot(*e1) >= np.hypot(*e2) else e2
+    # metric y grows down (rows); north is up
+    east, north = float(long_edge[0]), float(-long_edge[1])
+    heading = math.degrees(math.atan2(east, north)) % 180.0
+    length, width = max(w, h), min(w, h)
+    box_px = box_m / np.array([rx, ry], dtype=np.float32)
+    return float(length), float(width), heading, box_px
+
+
+def find_blobs(mask: np.ndarray, score: np.ndarray, res_m: tuple[float, float], *,
+               window: Window | None = None, core: Window | None = None
+               ) -> tuple[list[Blob], np.ndarray]:
+    """Measure the connected components (8-connected) of ``mask``.
+
+    Parameters
+    ----------
+    mask : (M, N) bool
+        Change mask of one block (or the whole scene).
+    score : (M, N) float32
+        Change score, for each blob's mean and max.
+    res_m : (float, float)
+        Pixel size in metres, x and y.
+    window : Window, optional
+        Where ``mask`` lies on the BEFORE grid; blob coordinates are returned on that grid.
+    core : Window, optional
+        Keep only blobs whose bounding box's top-left pixel lies in ``core`` (grid coordinates).
+
+    Returns
+    -------
+    blobs : list of Blob
+    labels : (M, N) int32
+        Component labels of the block; ``Blob.label`` indexes it.
+    """
+    col_off = int(window.col_off) if window is not None else 0
+    row_off = int(window.row_off) if window is not None else 0
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(
+        mask.astype(np.uint8), connectivity=8)
+    blobs = []
+    for i in range(1, n):
+        x, y, w, h, area = (int(v) for v in stats[i])
+        gx, gy = x + col_off, y + row_off
+        if core is not None and not (core.col_off <= gx < core.col_off + core.width
+                                     and core.row_off <= gy < core.row_off + core.height):
+            continue
+        sub = labels[y:y + h, x:x + w] == i
+        contours, _ = cv2.findContours(sub.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                       cv2.CHAIN_APPROX_SIMPLE)
+        pts = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float64)
+        pts += (gx, gy)
+        length, width, heading, box = min_area_rect_m(pts, res_m)
+        s = score[y:y + h, x:x + w][sub]
+        blobs.append(Blob(
+            bbox_px=(gx, gy, gx + w, gy + h), area_px=area,
+            centroid_px=(float(centroids[i][0]) + col_off, float(centroids[i][1]) + row_off),
+            corners_px=tuple((float(c), float(r)) for c, r in box),
+            length_m=round(length, 3), width_m=round(width, 3),
+            area_m2=round(area * res_m[0] * res_m[1], 3), heading_deg=round(heading, 2),
+            mean_score=float(s.mean()), max_score=float(s.max()), label=i))
+    return blobs, labels

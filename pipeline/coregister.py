@@ -1,0 +1,195 @@
+"""Co-registration: estimate the residual shift of AFTER's content after reprojection.
+
+AFTER is first resampled onto the BEFORE grid (see :func:`pipeline.rasterio_io.warped_onto`); real
+pairs from different dates still differ by a few pixels. This module measures that residual shift
+from several windows by phase correlation of gradient images, and forms a consensus.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WindowShift:
+    """The shift measured in one window: centre (col, row) on the BEFORE grid, shift, peak."""
+
+    col_px: float
+    row_px: float
+    dx_px: float
+    dy_px: float
+    peak: float
+    inlier: bool = True
+
+
+@dataclass(frozen=True)
+class Shift:
+    """Displacement of AFTER's content relative to BEFORE, BEFORE pixels (x right, y down).
+
+    ``quality`` in [0, 1] combines the share of windows that agree with the consensus and the
+    strength of their correlation peaks. ``spread_px`` is the median distance of the inliers
+    from the consensus.
+    """
+
+    dx_px: float
+    dy_px: float
+    quality: float
+    method: str
+    spread_px: float = 0.0
+    windows: tuple[WindowShift, ...] = field(default=())
+
+    @property
+    def n_inliers(self) -> int:
+        return sum(w.inlier for w in self.windows)
+
+
+def to_luminance(image: np.ndarray, band: int | None = None) -> np.ndarray:
+    """(B, M, N) -> (M, N) float32: one band (1-based) or the mean of all bands."""
+    if image.ndim == 2:
+        return image.astype(np.float32, copy=False)
+    if band is not None:
+        return image[band - 1].astype(np.float32, copy=False)
+    return image.mean(axis=0, dtype=np.float32)
+
+
+def gradient_magnitude(image: np.ndarray, sigma_px: float = 1.0) -> np.ndarray:
+    """Gradient magnitude of a 2D image after Gaussian smoothing (illumination-robust texture)."""
+    img = image.astype(np.float32, copy=False)
+    if sigma_px > 0:
+        img = cv2.GaussianBlur(img, (0, 0), sigma_px)
+    gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3)
+    return cv2.magnitude(gx, gy)
+
+
+def _fill_invalid(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    out = image.copy()
+    if not valid.all():
+        out[~valid] = float(np.mean(image[valid])) if valid.any() else 0.0
+    return out
+
+
+def _phase_correlate(ref: np.ndarray, mov: np.ndarray) -> tuple[float, float, float]:
+    h, w = ref.shape
+    hann = cv2.createHanningWindow((w, h), cv2.CV_32F)
+    # phaseCorrelate overwrites its inputs with the windowed data: pass copies.
+    (dx, dy), peak = cv2.phaseCorrelate(ref.copy(), mov.copy(), hann)
+    return float(dx), float(dy), float(peak)
+
+
+def _translate(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """Sample ``image`` at (x + dx, y + dy): undoes a content displacement of (dx, dy)."""
+    # Spline resampling: cv2.warpAffine quantises positions to 1/32 px and measurably biased
+    # the refinement (0.1 px) in our tests.
+    return ndimage.shift(image, (-dy, -dx), order=3, mode="nearest")
+
+
+def window_shift(reference: np.ndarray, moving: np.ndarray, *, refine_iterations: int = 3,
+                 sigma_px: float = 1.0) -> tuple[float, float, float]:
+    """Displacement of ``moving``'s content relative to ``reference``, and the peak strength.
+
+    Parameters
+    ----------
+    reference, moving : (M, N) ndarray
+        The same window of BEFORE and of AFTER (one band, intensities, no invalid pixels).
+    refine_iterations : int
+        After the first phase correlation, ``moving`` is resampled by the running estimate and
+        the residual is measured again: sub-pixel peak interpolation is least biased near zero.
+    sigma_px : float
+        Gaussian smoothing before the gradient, pixels.
+
+    Returns
+    -------
+    dx_px, dy_px : float
+        Content displacement, x right, y down, pixels.
+    peak : float
+        Normalised phase-correlation peak of the first pass, 0 to 1.
+
+    Notes
+    -----
+    Phase correlation (Kuglin & Hines, 1975) with a Hann window (``cv2.phaseCorrelate``) of
+    gradient-magnitude images, which are insensitive to illumination and haze. The intensities
+    are resampled, not the gradient magnitudes: those are not band-limited, and resampling them
+    biased the estimate by 0.1 px in our tests.
+    """
+    ref_g = gradient_magnitude(reference, sigma_px)
+    dx, dy, peak = _phase_correlate(ref_g, gradient_magnitude(moving, sigma_px))
+    h, w = reference.shape
+    for _ in range(refine_iterations):
+        pad = int(math.ceil(max(abs(dx), abs(dy)))) + 4
+        if 2 * pad + 32 > min(h, w):
+            break
+        moved = gradient_magnitude(_translate(moving, dx, dy), sigma_px)
+        rdx, rdy, _ = _phase_correlate(ref_g[pad:h - pad, pad:w - pad],
+                                       moved[pad:h - pad, pad:w - pad])
+        dx, dy = dx + rdx, dy + rdy
+        if abs(rdx) < 1e-3 and abs(rdy) < 1e-3:
+            break
+    return dx, dy, peak
+
+
+def estimate_shift(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarray, np.ndarray]],
+                   *, max_shift_px: float = 32.0, inlier_tolerance_px: float = 0.5,
+                   refine_iterations: int = 3, band: int | None = None) -> Shift | None:
+    """Consensus shift of AFTER relative to BEFORE from several windows.
+
+    Parameters
+    ----------
+    windows : list of ((col_px, row_px), before, after, valid)
+        For each window: its centre on the BEFORE grid, BEFORE (B, M, N), AFTER resampled onto the
+        same window (B', M, N), and the (M, N) mask where both are valid.
+    max_shift_px : float
+        Window results beyond this are rejected.
+    inlier_tolerance_px : float
+        Windows within this distance of the median shift are inliers.
+
+    Returns
+    -------
+    Shift or None
+        None when no window gave a usable measurement.
+
+    Notes
+    -----
+    Gradient images make the estimate insensitive to illumination and haze; the median over
+    windows, then the mean of the inliers, rejects windows pulled by changed objects, clouds or
+    moving shadows (the consensus idea of AROSICS' tie-point filtering, Scheffler et al. 2017).
+    """
+    results: list[WindowShift] = []
+    for (col, row), before, after, valid in windows:
+        ref = _fill_invalid(to_luminance(before, band), valid)
+        mov = _fill_invalid(to_luminance(after, band), valid)
+        if float(ref.std()) < 1e-6 or float(mov.std()) < 1e-6:
+            continue  # flat window (all cloud, water or fill): nothing to match
+        dx, dy, peak = window_shift(ref, mov, refine_iterations=refine_iterations)
+        if math.isfinite(dx) and math.isfinite(dy):
+            results.append(WindowShift(col, row, dx, dy, peak))
+    in_range = [r for r in results if math.hypot(r.dx_px, r.dy_px) <= max_shift_px]
+    if not in_range:
+        return None
+    median = np.median([[r.dx_px, r.dy_px] for r in in_range], axis=0)
+    shifts = np.array([[r.dx_px, r.dy_px] for r in results])
+    dist = np.hypot(*(shifts - median).T)
+    inlier = (dist <= inlier_tolerance_px) & (np.hypot(*shifts.T) <= max_shift_px)
+    if not inlier.any():  # no two windows agree: keep the strongest peak, quality will be low
+        inlier[int(np.argmax([r.peak if math.hypot(r.dx_px, r.dy_px) <= max_shift_px else -1
+                              for r in results]))] = True
+    results = [WindowShift(r.col_px, r.row_px, r.dx_px, r.dy_px, r.peak, bool(i))
+               for r, i in zip(results, inlier)]
+    peaks = np.array([r.peak for r in results])
+    weights = peaks[inlier]
+    consensus = (shifts[inlier] * weights[:, None]).sum(axis=0) / weights.sum()
+    spread = float(np.median(np.hypot(*(shifts[inlier] - consensus).T)))
+    n_in = int(inlier.sum())
+    agreement = n_in / len(results) * min(1.0, n_in / 3)
+    strength = 1.0 - math.exp(-float(np.median(weights)) / 0.05)
+    precision = math.exp(-spread / max(inlier_tolerance_px, 1e-6))
+    quality = agreement * strength * precision
+    return Shift(float(consensus[0]), float(consensus[1]), round(float(quality), 4),
+                 "phase-correlation-gradient-consensus", round(spread, 4), tuple(results))

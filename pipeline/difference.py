@@ -1,0 +1,139 @@
+"""Differencing: a per-pixel change score in noise units and the cleaned change mask.
+
+The score tolerates a residual misregistration of ``tolerance_px``: a pixel only counts as changed
+when its value lies outside the range of the other image's neighbourhood, in both directions.
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from .config import DifferenceConfig
+
+
+def _disk(radius_px: float) -> np.ndarray | None:
+    r = int(round(radius_px))
+    if r < 1:
+        return None
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def _smooth(band: np.ndarray, sigma_px: float) -> np.ndarray:
+    if sigma_px <= 0:
+        return band
+    return cv2.GaussianBlur(band, (0, 0), sigma_px)
+
+
+def _interval_distance(x: np.ndarray, ref: np.ndarray, kernel: np.ndarray | None) -> np.ndarray:
+    """How far ``x`` lies outside the range of ``ref`` over the kernel's neighbourhood."""
+    if kernel is None:
+        return np.abs(x - ref)
+    lo = cv2.erode(ref, kernel)
+    hi = cv2.dilate(ref, kernel)
+    return np.maximum(np.maximum(x - hi, lo - x), 0)
+
+
+def change_score(before: np.ndarray, after: np.ndarray, valid: np.ndarray, sigma: np.ndarray, *,
+                 smoothing_px: float = 0.8, tolerance_px: int = 1) -> np.ndarray:
+    """Per-pixel change score in noise standard deviations, (M, N) float32.
+
+    Parameters
+    ----------
+    before, after : (B, M, N) float32
+        Co-registered, radiometrically normalised images.
+    valid : (M, N) bool
+        Pixels valid in both; the score is 0 elsewhere.
+    sigma : (B,) float
+        Robust standard deviation of each band's smoothed difference (1.4826 MAD).
+    smoothing_px : float
+        Gaussian sigma applied to both images first.
+    tolerance_px : int
+        Neighbourhood radius of the min/max envelope (misregistration tolerated).
+
+    Notes
+    -----
+    For each band the distance of AFTER to BEFORE's local [min, max] envelope and of BEFORE to
+    AFTER's is taken; the larger of the two, divided by sigma, is combined over bands as a root
+    mean square. Edges displaced by less than ``tolerance_px`` score zero; an object of a few
+    pixels scores over its whole footprint.
+    """
+    kernel = _disk(tolerance_px) if tolerance_px > 0 else None
+    if kernel is None and tolerance_px > 0:
+        kernel = np.ones((3, 3), np.uint8)
+    acc = np.zeros(before.shape[1:], np.float32)
+    for b in range(before.shape[0]):
+        sb = _smooth(before[b], smoothing_px)
+        sa = _smooth(after[b], smoothing_px)
+        d = np.maximum(_interval_distance(sa, sb, kernel), _interval_distance(sb, sa, kernel))
+        acc += (d / float(sigma[b])) ** 2
+    score = np.sqrt(acc / before.shape[0])
+    score[~valid] = 0
+    return score
+
+
+def shadow_change(before: np.ndarray, after: np.ndarray, scene_level: np.ndarray, *,
+                  ratio_range: tuple[float, float] = (0.3, 0.75), max_ratio_spread: float = 0.08,
+                  dark_fraction: float = 0.75) -> np.ndarray:
+    """Pixels whose change looks like a shadow falling or lifting, (M, N) bool.
+
+    A shadow dims every band by about the same factor: the darker image is below
+    ``dark_fraction`` of the scene's median level and the per-band ratio darker/brighter lies in
+    ``ratio_range`` with little spread across bands. Such pixels are removed from objects so
+    that sizes are the object's, and shadow-only blobs (a moved sun) vanish.
+    """
+    eps = 1e-3
+    lum_b = before.mean(axis=0)
+    lum_a = after.mean(axis=0)
+    b_darker = lum_b < lum_a
+    dark = np.where(b_darker, before, after)
+    bright = np.where(b_darker, after, before)
+    ratio = dark / np.maximum(bright, eps)
+    mean_ratio = ratio.mean(axis=0)
+    spread = ratio.std(axis=0) if ratio.shape[0] > 1 else np.zeros_like(mean_ratio)
+    level = float(np.mean(scene_level))
+    dark_lum = np.minimum(lum_b, lum_a)
+    return ((mean_ratio >= ratio_range[0]) & (mean_ratio <= ratio_range[1])
+            & (spread <= max_ratio_spread) & (dark_lum < dark_fraction * level))
+
+
+def change_mask(score: np.ndarray, valid: np.ndarray, res_m: float, cfg: DifferenceConfig
+                ) -> np.ndarray:
+    """Cleaned change mask, (M, N) bool: hysteresis threshold, closing, opening, size filter.
+
+    Parameters
+    ----------
+    score : (M, N) float32
+        Change score in noise standard deviations (:func:`change_score`).
+    valid : (M, N) bool
+        Pixels valid in both images; its border (where smoothing mixed in invalid pixels) and
+        the invalid pixels never count as change.
+    res_m : float
+        Pixel size, metres (morphology and the minimum area are given in metres).
+    """
+    low = (score > cfg.low_threshold_sigma).astype(np.uint8)
+    n, labels = cv2.connectedComponents(low, connectivity=8)
+    if n <= 1:
+        return np.zeros(score.shape, bool)
+    keep = np.zeros(n, bool)
+    keep[np.unique(labels[score > cfg.threshold_sigma])] = True
+    keep[0] = False
+    mask = keep[labels].astype(np.uint8)
+    close_k = _disk(cfg.closing_m / res_m)
+    if close_k is not None:
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, close_k)
+    open_k = _disk(cfg.opening_m / res_m)
+    if open_k is not None:
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, open_k)
+    border = int(math.ceil(2 * cfg.smoothing_px + cfg.tolerance_px))
+    core_valid = valid.astype(np.uint8)
+    if border > 0:
+        core_valid = cv2.erode(core_valid, np.ones((2 * border + 1, 2 * border + 1), np.uint8),
+                               borderType=cv2.BORDER_REPLICATE)
+    mask &= core_valid
+    min_px = cfg.min_area_m2 / (res_m * res_m)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    small = stats[:, cv2.CC_STAT_AREA] < min_px
+    small[0] = True
+    return ~small[labels]

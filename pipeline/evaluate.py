@@ -1,0 +1,109 @@
+"""Evaluation: detections against truth, as precision, recall and F1 per category and change.
+
+Features are matched one to one by the distance between their centroids on the ground (metres),
+within each (category, change) group, by an optimal assignment (Hungarian method).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pyproj import Geod
+from scipy.optimize import linear_sum_assignment
+from shapely.geometry import shape
+
+from .errors import InputError
+
+_GEOD = Geod(ellps="WGS84")
+
+
+@dataclass(frozen=True)
+class Score:
+    """Matches in one group: true positives, false positives, false negatives."""
+
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def load_features(path: str | Path) -> list[dict]:
+    """Features of a GeoJSON FeatureCollection file; :class:`InputError` if it is not one."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not a GeoJSON file ({err})") from None
+    if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
+        raise InputError(f"{path}: not a GeoJSON FeatureCollection")
+    return data.get("features", [])
+
+
+def centroid_lonlat(feature: dict) -> tuple[float, float]:
+    c = shape(feature["geometry"]).centroid
+    return c.x, c.y
+
+
+def match(truth: list[dict], detections: list[dict], max_distance_m: float = 10.0
+          ) -> tuple[Score, list[tuple[int, int]]]:
+    """One-to-one matching of two lists of features by centroid distance (metres)."""
+    if not truth or not detections:
+        return Score(0, len(detections), len(truth)), []
+    t = np.array([centroid_lonlat(f) for f in truth])
+    d = np.array([centroid_lonlat(f) for f in detections])
+    cost = np.empty((len(t), len(d)))
+    for i, (lon, lat) in enumerate(t):
+        _, _, dist = _GEOD.inv(np.full(len(d), lon), np.full(len(d), lat), d[:, 0], d[:, 1])
+        cost[i] = dist
+    big = 1e9
+    rows, cols = linear_sum_assignment(np.where(cost <= max_distance_m, cost, big))
+    pairs = [(int(r), int(c)) for r, c in zip(rows, cols) if cost[r, c] <= max_distance_m]
+    tp = len(pairs)
+    return Score(tp, len(detections) - tp, len(truth) - tp), pairs
+
+
+def evaluate(truth: list[dict], detections: list[dict], max_distance_m: float = 10.0
+             ) -> dict[tuple[str, str], Score]:
+    """Scores per (category, change) group present in either list, and ``("all", "all")``.
+
+    The overall score counts a detection as right only with the right category and change.
+    """
+    def key(f):
+        p = f.get("properties", {})
+        return p.get("category", "?"), p.get("change", "?")
+
+    groups = sorted({key(f) for f in truth} | {key(f) for f in detections})
+    out = {}
+    total = Score(0, 0, 0)
+    for g in groups:
+        s, _ = match([f for f in truth if key(f) == g], [f for f in detections if key(f) == g],
+                     max_distance_m)
+        out[g] = s
+        total = Score(total.tp + s.tp, total.fp + s.fp, total.fn + s.fn)
+    out[("all", "all")] = total
+    return out
+
+
+def format_table(scores: dict[tuple[str, str], Score]) -> str:
+    lines = [f"{'category':<12} {'change':<12} {'truth':>5} {'found':>5} {'tp':>4} "
+             f"{'precision':>9} {'recall':>7} {'F1':>6}"]
+    for (cat, change), s in scores.items():
+        lines.append(f"{cat:<12} {change:<12} {s.tp + s.fn:>5} {s.tp + s.fp:>5} {s.tp:>4} "
+                     f"{s.precision:>9.3f} {s.recall:>7.3f} {s.f1:>6.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,355 @@
+"""Raster input and output: the only module that opens files.
+
+Opens BEFORE and AFTER, checks they are usable, puts AFTER on the BEFORE grid as a virtual warped
+raster (so every later read is a bounded window), and writes outputs atomically.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from pyproj import Geod
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from .errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
+
+# mkstemp creates files 0600; published outputs get the usual permissions of the user's umask
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+SUPPORTED_DTYPES = {"uint8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The BEFORE pixel grid: the reference frame of every output.
+
+    ``res_m`` is the pixel size in metres (x, y), also for geographic CRSs (measured on the
+    ellipsoid at the grid centre).
+    """
+
+    crs: rasterio.crs.CRS
+    transform: Affine
+    width: int
+    height: int
+    res_m: tuple[float, float]
+
+    @property
+    def pixel_area_m2(self) -> float:
+        return self.res_m[0] * self.res_m[1]
+
+    @property
+    def mean_res_m(self) -> float:
+        return math.sqrt(self.pixel_area_m2)
+
+    def window_transform(self, window: Window) -> Affine:
+        return rasterio.windows.transform(window, self.transform)
+
+
+def pixel_size_m(crs, transform: Affine, width: int, height: int) -> tuple[float, float]:
+    """Pixel size in metres along x and y; geodesic at the grid centre for geographic CRSs."""
+    if crs.is_geographic:
+        geod = Geod(ellps="WGS84")
+        cx, cy = transform * (width / 2, height / 2)
+        x1, y1 = transform * (width / 2 + 1, height / 2)
+        x2, y2 = transform * (width / 2, height / 2 + 1)
+        _, _, dx = geod.inv(cx, cy, x1, y1)
+        _, _, dy = geod.inv(cx, cy, x2, y2)
+        return float(dx), float(dy)
+    unit = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
+    rx = math.hypot(transform.a, transform.d) * unit
+    ry = math.hypot(transform.b, transform.e) * unit
+    return float(rx), float(ry)
+
+
+def open_raster(path: str | Path, role: str) -> rasterio.io.DatasetReader:
+    """Open a raster for reading and check that the pipeline can use it.
+
+    Raises :class:`InputError` naming the file and the reason: missing, unreadable, no CRS or
+    geotransform, unsupported dtype, too small.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: {role} file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: {role} is a folder, not a raster file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: {role} file is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(path)
+    except RasterioIOError as err:
+        reason = str(err).split("\n")[0]
+        if "not recognized as being in a supported file format" in reason or "not recognized" in reason:
+            reason = "not a raster GDAL can read"
+        raise InputError(f"{path}: {role} cannot be opened ({reason})") from None
+    try:
+        _check_usable(ds, path, role)
+    except InputError:
+        ds.close()
+        raise
+    return ds
+
+
+def _check_usable(ds, path: Path, role: str) -> None:
+    if ds.crs is None:
+        raise InputError(f"{path}: {role} has no CRS (georeference it, e.g. with gdal_translate -a_srs)")
+    if ds.transform == Affine.identity() and not ds.gcps[0]:
+        raise InputError(f"{path}: {role} has no geotransform")
+    if ds.transform.b != 0 or ds.transform.d != 0:
+        raise InputError(f"{path}: {role} has a rotated geotransform; warp it north-up first "
+                         "(gdalwarp) so pixel sizes in metres are defined")
+    dtypes = set(ds.dtypes)
+    if not dtypes <= SUPPORTED_DTYPES:
+        raise InputError(f"{path}: {role} has unsupported data type {sorted(dtypes)}")
+    if ds.width < 8 or ds.height < 8:
+        raise InputError(f"{path}: {role} is only {ds.width} x {ds.height} pixels; at least 8 x 8 needed")
+    if not data_bands(ds):
+        raise InputError(f"{path}: {role} has no data band (only alpha)")
+
+
+def data_bands(ds) -> list[int]:
+    """1-based indexes of the bands that hold data (alpha bands excluded)."""
+    return [i + 1 for i, ci in enumerate(ds.colorinterp) if ci != ColorInterp.alpha]
+
+
+def describe(ds, role: str) -> dict:
+    """A JSON-ready description of an input for report.json."""
+    res = pixel_size_m(ds.crs, ds.transform, ds.width, ds.height)
+    return {
+        "role": role,
+        "path": str(ds.name),
+        "crs": ds.crs.to_string(),
+        "pixel_size": [abs(ds.transform.a), abs(ds.transform.e)],
+        "pixel_size_m": [round(res[0], 4), round(res[1], 4)],
+        "width": ds.width,
+        "height": ds.height,
+        "bands": len(data_bands(ds)),
+        "dtype": ds.dtypes[0],
+        "nodata": ds.nodata,
+    }
+
+
+def grid_of(ds) -> Grid:
+    return Grid(ds.crs, ds.transform, ds.width, ds.height,
+                pixel_size_m(ds.crs, ds.transform, ds.width, ds.height))
+
+
+def warped_onto(ds, grid: Grid, *, shift_px: tuple[float, float] = (0.0, 0.0),
+                nodata: float | None = None, resampling=Resampling.cubic) -> WarpedVRT:
+    """A virtual raster of ``ds`` resampled onto ``grid``, its content moved back by ``shift_px``.
+
+    ``shift_px`` is the displacement of ``ds``'s content relative to the grid's, in grid pixels
+    (x right, y down). Sampling a grid shifted by the same amount undoes it: pixel (c, r) of the
+    result is ``ds`` at grid position (c + dx, r + dy).
+    """
+    dx, dy = shift_px
+    transform = grid.transform * Affine.translation(dx, dy)
+    src_nodata = ds.nodata if ds.nodata is not None else nodata
+    kwargs: dict = dict(crs=grid.crs, transform=transform, width=grid.width, height=grid.height,
+                        resampling=resampling)
+    if src_nodata is not None and not (isinstance(src_nodata, float) and math.isnan(src_nodata)):
+        kwargs.update(src_nodata=src_nodata, nodata=src_nodata)
+    else:
+        kwargs.update(add_alpha=True)
+    try:
+        return WarpedVRT(ds, **kwargs)
+    except Exception as err:  # GDAL cannot build the transformation
+        raise InputError(f"{ds.name}: cannot be reprojected onto the BEFORE grid ({err})") from None
+
+
+def read_window(ds, window: Window, *, bands: list[int] | None = None,
+                nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``window`` as float32 (bands, rows, cols) and its validity mask (rows, cols).
+
+    A pixel is valid when the dataset mask (nodata, mask band, alpha) says so, no band equals the
+    ``nodata`` override, and every band is finite. Pixels outside the raster are invalid.
+    """
+    if bands is None:
+        bands = data_bands(ds)
+    data = ds.read(bands, window=window, boundless=False, out_dtype="float32")
+    valid = ds.dataset_mask(window=window) > 0
+    if ds.nodata is None and nodata is not None:
+        valid &= ~np.all(data == nodata, axis=0)
+    if data.dtype.kind == "f":
+        valid &= np.all(np.isfinite(data), axis=0)
+        data[:, ~valid] = 0
+    return data, valid
+
+
+def read_decimated(ds, factor: int, *, bands: list[int] | None = None,
+                   nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The whole raster read at 1/``factor`` resolution (nearest), with its validity mask."""
+    if bands is None:
+        bands = data_bands(ds)
+    h = max(1, ds.height // factor)
+    w = max(1, ds.width // factor)
+    data = ds.read(bands, out_shape=(len(bands), h, w), resampling=Resampling.nearest,
+                   out_dtype="float32")
+    valid = ds.dataset_mask(out_shape=(h, w), resampling=Resampling.nearest) > 0
+    if ds.nodata is None and nodata is not None:
+        valid &= ~np.all(data == nodata, axis=0)
+    valid &= np.all(np.isfinite(data), axis=0)
+    return data, valid
+
+
+def block_windows(width: int, height: int, block_px: int, margin_px: int
+                  ) -> Iterator[tuple[Window, Window]]:
+    """Tile a ``width`` x ``height`` grid into blocks: yields (core, padded) windows.
+
+    The cores partition the grid; each padded window is its core grown by ``margin_px`` on every
+    side and clipped to the grid.
+    """
+    for row in range(0, height, block_px):
+        for col in range(0, width, block_px):
+            core = Window(col, row, min(block_px, width - col), min(block_px, height - row))
+            c0, r0 = max(0, col - margin_px), max(0, row - margin_px)
+            c1 = min(width, col + core.width + margin_px)
+            r1 = min(height, row + core.height + margin_px)
+            yield core, Window(c0, r0, c1 - c0, r1 - r0)
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it to ``final`` only if the block succeeds."""
+    final = Path(final)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
+        os.replace(tmp_path, final)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(final: str | Path, text: str) -> None:
+    with atomic_path(final) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def write_bytes_atomic(final: str | Path, data: bytes) -> None:
+    with atomic_path(final) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+class MaskWriter:
+    """Writes the change mask block by block into a tiled GeoTIFF, then publishes it as a COG.
+
+    Values: 0 no change, 1 change, 255 nodata (outside valid data of either image).
+    """
+
+    NODATA = 255
+
+    def __init__(self, final: str | Path, grid: Grid):
+        self.final = Path(final)
+        self.grid = grid
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.final.name}.", suffix=".blocks.tif",
+                                   dir=self.final.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._ds = rasterio.open(
+            self._tmp, "w", driver="GTiff", width=grid.width, height=grid.height, count=1,
+            dtype="uint8", crs=grid.crs, transform=grid.transform, nodata=self.NODATA,
+            tiled=True, blockxsize=256, blockysize=256, compress="deflate")
+
+    def write(self, window: Window, mask: np.ndarray) -> None:
+        self._ds.write(mask.astype("uint8", copy=False), 1, window=window)
+
+    def close(self) -> None:
+        """Finish: build overviews, copy to a COG under a temporary name, rename."""
+        self._ds.close()
+        try:
+            with atomic_path(self.final) as tmp:
+                rasterio.shutil.copy(self._tmp, tmp, driver="COG", compress="deflate",
+                                     overview_resampling="nearest", blocksize=512)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        if not self._ds.closed:
+            self._ds.close()
+        if self._tmp.exists():
+            self._tmp.unlink()
+
+
+def ensure_output_dir(out: str | Path) -> Path:
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{out}: cannot create the output folder ({err.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OutputError(f"{out}: output folder is not writable")
+    return out
+
+
+def decimated_grid(grid: Grid, max_side_px: int) -> tuple[Grid, int]:
+    """A coarser copy of ``grid`` whose longest side is at most ``max_side_px``; and the factor."""
+    factor = max(1, math.ceil(max(grid.width, grid.height) / max_side_px))
+    width = max(1, grid.width // factor)
+    height = max(1, grid.height // factor)
+    transform = grid.transform * Affine.scale(grid.width / width, grid.height / height)
+    return Grid(grid.crs, transform, width, height,
+                (grid.res_m[0] * grid.width / width, grid.res_m[1] * grid.height / height)), factor
+
+
+def read_display(ds, grid: Grid, *, bands: list[int], nodata: float | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``ds`` (already on the full grid) resampled to the coarser ``grid``, with validity."""
+    data = ds.read(bands, out_shape=(len(bands), grid.height, grid.width),
+                   resampling=Resampling.average, out_dtype="float32")
+    valid = ds.dataset_mask(out_shape=(grid.height, grid.width),
+                            resampling=Resampling.nearest) > 0
+    if ds.nodata is None and nodata is not None:
+        valid &= ~np.all(data == nodata, axis=0)
+    valid &= np.all(np.isfinite(data), axis=0)
+    return data, valid
+
+
+def wrap_plain_image(src: str | Path, dst: str | Path, *, gsd_m: float,
+                     origin_xy_m: tuple[float, float] = (500000.0, 4000000.0),
+                     crs: str = "EPSG:32636", offset_px: tuple[float, float] = (0.0, 0.0)) -> Path:
+    """Write a plain image (JPEG, PNG...) as a GeoTIFF on a nominal north-up grid.
+
+    ``offset_px`` (col, row) places the image's top-left pixel that many pixels right and down of
+    ``origin_xy_m`` (for crops of one scene with a known relative position).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(src) as ds:
+            data = ds.read()
+    x0 = origin_xy_m[0] + offset_px[0] * gsd_m
+    y0 = origin_xy_m[1] - offset_px[1] * gsd_m
+    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                   dtype=data.dtype, crs=crs, transform=Affine(gsd_m, 0, x0, 0, -gsd_m, y0),
+                   tiled=True, blockxsize=256, blockysize=256, compress="deflate")
+    with atomic_path(dst) as tmp:
+        with rasterio.open(tmp, "w", **profile) as out:
+            out.write(data)
+    return Path(dst)

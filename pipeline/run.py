@@ -1,0 +1,327 @@
+"""Run one BEFORE/AFTER pair through every stage: the only module that knows their order.
+
+Reads both rasters block by block on the BEFORE grid (AFTER through a virtual warp that also
+undoes the measured shift), so memory is bounded by the block size, not the scene size.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from . import __version__
+from . import rasterio_io as rio
+from .blobs import find_blobs
+from .classify import Detection, classify
+from .config import Config
+from .coregister import Shift, estimate_shift
+from .difference import change_mask, change_score, shadow_change
+from .errors import InputError, RegistrationError
+from .radiometry import Radiometry, comparable, fit_linear, normalise
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class PairResult:
+    """What a run produced: detections, the measurements behind them, and the files written."""
+
+    before: str
+    after: str
+    out_dir: Path
+    detections: list[Detection]
+    shift: Shift | None
+    radiometry: Radiometry
+    overlap: float
+    report: dict
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class _Stopwatch:
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
+
+
+def margin_px(config: Config, res_m: float) -> int:
+    """Block overlap wide enough that any blob of class size lies whole in one padded block."""
+    d = config.difference
+    reach_m = math.sqrt(2) * config.max_footprint_m + 2 * (d.closing_m + d.opening_m)
+    return int(math.ceil(reach_m / res_m)) + int(math.ceil(3 * d.smoothing_px)) + d.tolerance_px + 4
+
+
+def sample_windows(valid_lr: np.ndarray, factor: int, grid: rio.Grid, *, window_px: int,
+                   grid_n: int, min_valid_fraction: float) -> list[Window]:
+    """Matching windows spread over the valid overlap, chosen on a decimated validity mask.
+
+    Tries a ``grid_n`` x ``grid_n`` lattice first, then denser lattices and smaller windows
+    until at least three windows are found (or none can be).
+    """
+    size = min(window_px, (min(grid.width, grid.height) // 32) * 32)
+    rows, cols = np.nonzero(valid_lr)
+    if size < 64 or rows.size == 0:
+        return []
+    r0, r1 = rows.min() * factor, (rows.max() + 1) * factor
+    c0, c1 = cols.min() * factor, (cols.max() + 1) * factor
+    best: list[Window] = []
+    n = grid_n
+    while size >= 64:
+        found = []
+        for cy in np.linspace(r0 + size / 2, r1 - size / 2, n) if r1 - r0 > size else [(r0 + r1) / 2]:
+            for cx in np.linspace(c0 + size / 2, c1 - size / 2, n) if c1 - c0 > size else [(c0 + c1) / 2]:
+                col = int(np.clip(round(cx - size / 2), 0, grid.width - size))
+                row = int(np.clip(round(cy - size / 2), 0, grid.height - size))
+                sub = valid_lr[row // factor:(row + size) // factor, col // factor:(col + size) // factor]
+                if sub.size and sub.mean() >= min_valid_fraction:
+                    found.append(Window(col, row, size, size))
+        found = list(dict.fromkeys(found))
+        if len(found) > len(best):
+            best = found
+        if len(best) >= 3:
+            break
+        n *= 2
+        size //= 2
+    return best
+
+
+def _data_band_indexes(ds) -> list[int]:
+    return list(range(1, len(rio.data_bands(ds)) + 1))
+
+
+def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
+             config: Config | None = None, *, allow_unregistered: bool = False,
+             progress: Progress | None = None) -> PairResult:
+    """Detect changes between ``before`` and ``after`` and write every output to ``out_dir``.
+
+    Parameters
+    ----------
+    before, after : path
+        Rasters GDAL can read, with a CRS. BEFORE's grid is the frame of every output.
+    out_dir : path
+        Created if needed; files are written atomically.
+    config : Config, optional
+        Defaults to ``Config()`` (the values of ``configs/default.yaml``).
+    allow_unregistered : bool
+        Go on with the reprojection alone when the shift cannot be measured reliably.
+    progress : callable(done, total), optional
+        Called after each processing block.
+
+    Raises
+    ------
+    InputError, RegistrationError, OutputError
+    """
+    from . import export, report  # the output stage, last
+
+    config = config or Config()
+    watch = _Stopwatch()
+    out = rio.ensure_output_dir(out_dir)
+    threads = config.processing.threads or os.cpu_count() or 1
+    cv2.setNumThreads(threads)
+    nodata = config.input.nodata
+    with rasterio.Env(GDAL_NUM_THREADS=str(threads)), \
+            rio.open_raster(before, "BEFORE") as b_ds, rio.open_raster(after, "AFTER") as a_ds:
+        grid = rio.grid_of(b_ds)
+        res = grid.mean_res_m
+        inputs = [rio.describe(b_ds, "before"), rio.describe(a_ds, "after")]
+        b_bands = rio.data_bands(b_ds)
+
+        with watch.stage("overlap"):
+            lr_grid, factor = rio.decimated_grid(grid, 1024)
+            _, b_valid_lr = rio.read_display(b_ds, lr_grid, bands=b_bands, nodata=nodata)
+            with rio.warped_onto(a_ds, lr_grid, nodata=nodata, resampling=Resampling.nearest) as lr:
+                _, a_valid_lr = rio.read_display(lr, lr_grid, bands=_data_band_indexes(lr),
+                                                 nodata=nodata)
+            overlap = float(a_valid_lr.mean())
+            joint_lr = b_valid_lr & a_valid_lr
+        if not joint_lr.any():
+            raise InputError(f"{after}: no valid pixels overlap BEFORE ({before})")
+        if overlap < config.min_overlap:
+            raise InputError(f"{after}: covers only {overlap:.1%} of BEFORE ({before}); "
+                             f"min_overlap is {config.min_overlap:.0%}")
+
+        cfg_c = config.coregistration
+        windows = sample_windows(joint_lr, factor, grid, window_px=cfg_c.window_px,
+                                 grid_n=cfg_c.grid, min_valid_fraction=cfg_c.min_valid_fraction)
+        shift = None
+        with watch.stage("coregistration"):
+            if cfg_c.enabled:
+                shift = _measure_shift(b_ds, a_ds, grid, windows, config)
+                if shift is None or shift.quality < cfg_c.min_quality:
+                    why = ("no window with enough valid, textured pixels in both images"
+                           if shift is None else
+                           f"windows disagree or match weakly (quality {shift.quality:.2f} < "
+                           f"min_quality {cfg_c.min_quality})")
+                    if not allow_unregistered:
+                        raise RegistrationError(
+                            f"{after}: co-registration failed: {why}; use --allow-unregistered "
+                            "to go on with the reprojection alone")
+                    log.warning("co-registration failed (%s); going on unregistered", why)
+                    shift = None if shift is None else Shift(0.0, 0.0, shift.quality,
+                                                             "none (unregistered)", 0.0, shift.windows)
+        dx, dy = (shift.dx_px, shift.dy_px) if shift is not None else (0.0, 0.0)
+        if shift is not None:
+            log.info("shift of AFTER: dx=%.3f px dy=%.3f px quality=%.2f", dx, dy, shift.quality)
+
+        with rio.warped_onto(a_ds, grid, shift_px=(dx, dy), nodata=nodata) as a_vrt:
+            a_bands = _data_band_indexes(a_vrt)
+            with watch.stage("radiometry"):
+                rad, sigma, level = _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, config)
+            log.info("radiometry %s; noise sigma %s", rad.as_dict(), np.round(sigma, 3).tolist())
+
+            detections: list[Detection] = []
+            margin = margin_px(config, res)
+            blocks = list(rio.block_windows(grid.width, grid.height,
+                                            config.processing.block_px, margin))
+            writer = rio.MaskWriter(out / "change_mask.tif", grid)
+            try:
+                for i, (core, padded) in enumerate(blocks):
+                    detections += _process_block(b_ds, a_vrt, core, padded, b_bands, a_bands, rad,
+                                                 sigma, level, grid, config, writer, watch)
+                    if progress:
+                        progress(i + 1, len(blocks))
+                with watch.stage("write_mask"):
+                    writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+
+            detections.sort(key=lambda d: (round(d.blob.centroid_px[1]), d.blob.centroid_px[0]))
+            detections = [d.with_id(f"d{i + 1:03d}") for i, d in enumerate(detections)]
+            with watch.stage("report_images"):
+                pictures = report.scene_pictures(b_ds, a_vrt, grid, detections, b_bands, a_bands,
+                                                 config, nodata=nodata)
+
+        result_report = {
+            "version": __version__,
+            "inputs": {"before": inputs[0], "after": inputs[1]},
+            "grid": {"crs": grid.crs.to_string(), "width": grid.width, "height": grid.height,
+                     "pixel_size_m": [round(grid.res_m[0], 4), round(grid.res_m[1], 4)]},
+            "overlap": round(overlap, 4),
+            "coregistration": report.coregistration_section(shift, grid, allow_unregistered),
+            "radiometry": {**rad.as_dict(), "noise_sigma": [round(float(s), 4) for s in sigma]},
+            "counts": report.counts(detections, config),
+            "detections": len(detections),
+            "config": config.model_dump(mode="json"),
+            "config_digest": config.digest(),
+        }
+    with watch.stage("write_outputs"):
+        files = {}
+        files["detections.geojson"] = export.write_geojson(out / "detections.geojson", detections, grid)
+        files["overlay.png"] = report.write_overlay(out / "overlay.png", pictures)
+        result_report["timings_s"] = dict(watch.timings)
+        files["report.html"] = report.write_html(out / "report.html", result_report, detections, pictures)
+        files["report.json"] = report.write_json(out / "report.json", result_report)
+    files["change_mask.tif"] = out / "change_mask.tif"
+    return PairResult(str(before), str(after), out, detections, shift, rad, overlap,
+                      result_report, files)
+
+
+def _measure_shift(b_ds, a_ds, grid, windows, config: Config) -> Shift | None:
+    cfg = config.coregistration
+    nodata = config.input.nodata
+    samples = []
+    with rio.warped_onto(a_ds, grid, nodata=nodata) as a0:
+        a_bands = _data_band_indexes(a0)
+        for w in windows:
+            b, vb = rio.read_window(b_ds, w, nodata=nodata)
+            a, va = rio.read_window(a0, w, bands=a_bands, nodata=nodata)
+            centre = (w.col_off + w.width / 2, w.row_off + w.height / 2)
+            samples.append((centre, b, a, vb & va))
+    band = config.input.band
+    return estimate_shift(samples, max_shift_px=cfg.max_shift_px,
+                          inlier_tolerance_px=cfg.inlier_tolerance_px,
+                          refine_iterations=cfg.refine_iterations,
+                          band=band if band and band <= min(len(s[1]) for s in samples) else None
+                          ) if samples else None
+
+
+def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, config: Config):
+    """Radiometric map, noise sigma per band and scene level, from the matching windows."""
+    nodata = config.input.nodata
+    pairs = []
+    for w in windows or [Window(0, 0, b_ds.width, b_ds.height)]:
+        b, vb = rio.read_window(b_ds, w, bands=b_bands, nodata=nodata)
+        a, va = rio.read_window(a_vrt, w, bands=a_bands, nodata=nodata)
+        pairs.append((*comparable(b, a), vb & va))
+    flat = np.concatenate([b.reshape(b.shape[0], 1, -1) for b, _, _ in pairs], axis=2)
+    flat_a = np.concatenate([a.reshape(a.shape[0], 1, -1) for _, a, _ in pairs], axis=2)
+    flat_v = np.concatenate([v.reshape(1, -1) for _, _, v in pairs], axis=1)
+    rad = fit_linear(flat, flat_a, flat_v, quantiles=config.radiometry.quantiles,
+                     method=config.radiometry.method)
+    # noise of the smoothed difference, window by window (smoothing must not cross seams)
+    diffs = [[] for _ in range(flat.shape[0])]
+    smoothing = config.difference.smoothing_px
+    for b, a, v in pairs:
+        sig_parts = _smoothed_difference(b, normalise(a, rad), smoothing)
+        for k, d in enumerate(sig_parts):
+            diffs[k].append(d[v])
+    sigma = []
+    for parts in diffs:
+        d = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        mad = float(np.median(np.abs(d - np.median(d)))) if d.size else 1.0
+        sigma.append(max(1.4826 * mad, 1e-6))
+    level = np.array([float(np.median(flat[k][flat_v])) if flat_v.any() else 1.0
+                      for k in range(flat.shape[0])])
+    return rad, np.asarray(sigma, np.float32), level
+
+
+def _smoothed_difference(b: np.ndarray, a: np.ndarray, sigma_px: float) -> list[np.ndarray]:
+    if sigma_px <= 0:
+        return [a[k] - b[k] for k in range(b.shape[0])]
+    return [cv2.GaussianBlur(a[k], (0, 0), sigma_px) - cv2.GaussianBlur(b[k], (0, 0), sigma_px)
+            for k in range(b.shape[0])]
+
+
+def _process_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad, sigma, level,
+                   grid: rio.Grid, config: Config, writer: rio.MaskWriter, watch: _Stopwatch
+                   ) -> list[Detection]:
+    nodata = config.input.nodata
+    res = grid.mean_res_m
+    with watch.stage("read"):
+        b, vb = rio.read_window(b_ds, padded, bands=b_bands, nodata=nodata)
+        a, va = rio.read_window(a_vrt, padded, bands=a_bands, nodata=nodata)
+    valid = vb & va
+    with watch.stage("difference"):
+        b, a = comparable(b, a)
+        a = normalise(a, rad)
+        score = change_score(b, a, valid, sigma, smoothing_px=config.difference.smoothing_px,
+                             tolerance_px=config.difference.tolerance_px)
+        mask = change_mask(score, valid, res, config.difference)
+        shadow = shadow_change(b, a, level)
+        objects = mask & ~shadow
+        if config.difference.opening_m > 0:
+            r = max(1, int(round(config.difference.opening_m / res)))
+            k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+            objects = cv2.morphologyEx(objects.astype(np.uint8), cv2.MORPH_OPEN, k).astype(bool)
+    with watch.stage("blobs"):
+        blobs, labels = find_blobs(objects, score, grid.res_m, window=padded, core=core)
+        dets = classify(blobs, labels, mask, b, a, config.classes, res_m=res,
+                        window_offset=(int(padded.col_off), int(padded.row_off)))
+    with watch.stage("write_mask"):
+        r0 = int(core.row_off - padded.row_off)
+        c0 = int(core.col_off - padded.col_off)
+        sl = (slice(r0, r0 + int(core.height)), slice(c0, c0 + int(core.width)))
+        out = objects[sl].astype(np.uint8)
+        out[~valid[sl]] = rio.MaskWriter.NODATA
+        writer.write(core, out)
+    return dets
