@@ -131,3 +131,7 @@ def eval_main(truth, detections, max_distance_m):
     except PipelineError as err:
         _fail(str(err), False)
     click.echo(format_table(scores))
+
+
+if __name__ == "__main__":
+    main()

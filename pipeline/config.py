@@ -51,6 +51,8 @@ class DifferenceConfig(_Strict):
     closing_m: float = Field(1.5, ge=0, description="morphological closing radius joining pieces of one object")
     opening_m: float = Field(0.5, ge=0, description="morphological opening radius removing specks")
     min_area_m2: float = Field(6.0, ge=0, description="components smaller than this are dropped from the mask")
+    nodata_margin_px: int = Field(8, ge=0, le=256, description="pixels this close to nodata never count "
+                                  "(resampling and compression blur the edge of the data)")
 
     @model_validator(mode="after")
     def _low_below_high(self):

@@ -126,7 +126,7 @@ def change_mask(score: np.ndarray, valid: np.ndarray, res_m: float, cfg: Differe
     open_k = _disk(cfg.opening_m / res_m)
     if open_k is not None:
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, open_k)
-    border = int(math.ceil(2 * cfg.smoothing_px + cfg.tolerance_px))
+    border = max(cfg.nodata_margin_px, int(math.ceil(2 * cfg.smoothing_px + cfg.tolerance_px)))
     core_valid = valid.astype(np.uint8)
     if border > 0:
         core_valid = cv2.erode(core_valid, np.ones((2 * border + 1, 2 * border + 1), np.uint8),

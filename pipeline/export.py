@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import rasterio.transform
 from rasterio.warp import transform as warp_transform
 from shapely.geometry import Polygon, mapping
 from shapely.geometry.polygon import orient
@@ -35,7 +36,7 @@ def detection_properties(det: Detection) -> dict:
 def pixel_polygon_to_lonlat(corners_px, grid: Grid) -> Polygon:
     """A polygon of (col, row) corners on ``grid`` as a lon/lat polygon (counter-clockwise)."""
     pts = np.asarray(corners_px, dtype=float)
-    xs, ys = grid.transform * (pts[:, 0], pts[:, 1])
+    xs, ys = rasterio.transform.xy(grid.transform, pts[:, 1], pts[:, 0], offset="center")
     lon, lat = warp_transform(grid.crs, "EPSG:4326", list(xs), list(ys))
     if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat))):
         raise PipelineError(f"cannot transform coordinates from {grid.crs} to lon/lat "

@@ -161,7 +161,7 @@ def warped_onto(ds, grid: Grid, *, shift_px: tuple[float, float] = (0.0, 0.0),
     result is ``ds`` at grid position (c + dx, r + dy).
     """
     dx, dy = shift_px
-    transform = grid.transform * Affine.translation(dx, dy)
+    transform = grid.transform @ Affine.translation(dx, dy)
     src_nodata = ds.nodata if ds.nodata is not None else nodata
     kwargs: dict = dict(crs=grid.crs, transform=transform, width=grid.width, height=grid.height,
                         resampling=resampling)
@@ -314,7 +314,7 @@ def decimated_grid(grid: Grid, max_side_px: int) -> tuple[Grid, int]:
     factor = max(1, math.ceil(max(grid.width, grid.height) / max_side_px))
     width = max(1, grid.width // factor)
     height = max(1, grid.height // factor)
-    transform = grid.transform * Affine.scale(grid.width / width, grid.height / height)
+    transform = grid.transform @ Affine.scale(grid.width / width, grid.height / height)
     return Grid(grid.crs, transform, width, height,
                 (grid.res_m[0] * grid.width / width, grid.res_m[1] * grid.height / height)), factor
 
