@@ -60,7 +60,7 @@ def min_area_rect_m(points_px: np.ndarray, res_m: tuple[float, float]
     return float(length), float(width), heading, box_px
 
 
-def find_blobs(mask: np.ndarray, score: np.ndarray, res_m: tuple[float, float], *,
+def find_blobs(mask: np.ndarray, score: np.ndarray | None, res_m: tuple[float, float], *,
                window: Window | None = None, core: Window | None = None
                ) -> tuple[list[Blob], np.ndarray]:
     """Measure the connected components (8-connected) of ``mask``.
@@ -69,8 +69,8 @@ def find_blobs(mask: np.ndarray, score: np.ndarray, res_m: tuple[float, float], 
     ----------
     mask : (M, N) bool
         Change mask of one block (or the whole scene).
-    score : (M, N) float32
-        Change score, for each blob's mean and max.
+    score : (M, N) float32 or None
+        Change score, for each blob's mean and max (0 when None).
     res_m : (float, float)
         Pixel size in metres, x and y.
     window : Window, optional
@@ -101,7 +101,7 @@ def find_blobs(mask: np.ndarray, score: np.ndarray, res_m: tuple[float, float], 
         pts = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float64)
         pts += (gx, gy)
         length, width, heading, box = min_area_rect_m(pts, res_m)
-        s = score[y:y + h, x:x + w][sub]
+        s = score[y:y + h, x:x + w][sub] if score is not None else np.zeros(1, np.float32)
         blobs.append(Blob(
             bbox_px=(gx, gy, gx + w, gy + h), area_px=area,
             centroid_px=(float(centroids[i][0]) + col_off, float(centroids[i][1]) + row_off),

@@ -89,49 +89,32 @@ def change_direction(before: np.ndarray, after: np.ndarray, inside: np.ndarray,
     return change, conf, eb, ea
 
 
-def classify(blobs: list[Blob], labels: np.ndarray, change_mask: np.ndarray,
-             before: np.ndarray, after: np.ndarray, classes: list[FootprintClass], *,
-             res_m: float, window_offset: tuple[int, int] = (0, 0), ring_m: float = 3.0
-             ) -> list[Detection]:
-    """Classify the blobs of one block; blobs that match no class are dropped.
+def ring_around(inside: np.ndarray, changed: np.ndarray, ring_px: int) -> np.ndarray:
+    """Unchanged pixels within ``ring_px`` of the blob: the ground it stands on."""
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ring_px + 1, 2 * ring_px + 1))
+    grown = cv2.dilate(inside.astype(np.uint8), k).astype(bool)
+    return grown & ~changed & ~inside
+
+
+def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.ndarray,
+                  ring: np.ndarray, classes: list[FootprintClass]) -> Detection | None:
+    """Classify one blob from chips of both images around it; None when no class fits.
 
     Parameters
     ----------
-    blobs, labels : from :func:`pipeline.blobs.find_blobs` on this block
-    change_mask : (M, N) bool
-        The block's change mask (the ring around a blob excludes changed pixels).
+    blob : Blob
+        Measured blob (its ``mean_score`` filled in).
     before, after : (B, M, N) float32
-        The block's co-registered, normalised images.
+        Chips of the co-registered, normalised images around the blob.
+    inside, ring : (M, N) bool
+        The blob's pixels on the chip; the unchanged ground around it (:func:`ring_around`).
     classes : list of FootprintClass
-    res_m : float
-        Pixel size, metres.
-    window_offset : (col, row)
-        The block's position on the BEFORE grid (blob coordinates are global).
-    ring_m : float
-        Width of the ground ring around a blob used as its background.
     """
-    col_off, row_off = window_offset
-    ring_px = max(2, int(round(ring_m / res_m)))
-    detections = []
-    for blob in blobs:
-        cls, fit = footprint_class(blob.length_m, blob.width_m, classes)
-        if cls is None:
-            continue
-        c0, r0, c1, r1 = blob.bbox_px
-        c0, c1 = c0 - col_off, c1 - col_off
-        r0, r1 = r0 - row_off, r1 - row_off
-        pad = ring_px + 1
-        y0, x0 = max(0, r0 - pad), max(0, c0 - pad)
-        y1, x1 = min(labels.shape[0], r1 + pad), min(labels.shape[1], c1 + pad)
-        inside = labels[y0:y1, x0:x1] == blob.label
-        grown = cv2.dilate(inside.astype(np.uint8),
-                           cv2.getStructuringElement(cv2.MORPH_ELLIPSE,
-                                                     (2 * ring_px + 1, 2 * ring_px + 1)))
-        ring = grown.astype(bool) & ~change_mask[y0:y1, x0:x1]
-        change, conf, eb, ea = change_direction(before[:, y0:y1, x0:x1], after[:, y0:y1, x0:x1],
-                                                inside, ring)
-        strength = 1.0 - math.exp(-blob.mean_score / 6.0)
-        score = strength * (0.5 + 0.5 * fit) * (0.5 + 0.5 * conf)
-        detections.append(Detection(blob, cls.name, cls.category, change, round(score, 4),
-                                    round(fit, 4), round(eb, 4), round(ea, 4)))
-    return detections
+    cls, fit = footprint_class(blob.length_m, blob.width_m, classes)
+    if cls is None:
+        return None
+    change, conf, eb, ea = change_direction(before, after, inside, ring)
+    strength = 1.0 - math.exp(-blob.mean_score / 6.0)
+    score = strength * (0.5 + 0.5 * fit) * (0.5 + 0.5 * conf)
+    return Detection(blob, cls.name, cls.category, change, round(score, 4), round(fit, 4),
+                     round(eb, 4), round(ea, 4))

@@ -47,10 +47,11 @@ class DifferenceConfig(_Strict):
     smoothing_px: float = Field(0.8, ge=0, description="Gaussian sigma applied to both images, pixels")
     tolerance_px: int = Field(1, ge=0, le=3, description="misregistration tolerated per pixel (neighbourhood radius)")
     threshold_sigma: float = Field(5.0, gt=0, description="seed threshold, in noise standard deviations")
-    low_threshold_sigma: float = Field(3.0, gt=0, description="hysteresis threshold grown from seeds")
+    low_threshold_sigma: float = Field(3.0, gt=0, description="seeds grow into pixels above this")
+    grow_m: float = Field(3.0, ge=0, description="how far seeds grow, metres")
     closing_m: float = Field(1.5, ge=0, description="morphological closing radius joining pieces of one object")
     opening_m: float = Field(0.5, ge=0, description="morphological opening radius removing specks")
-    min_area_m2: float = Field(6.0, ge=0, description="components smaller than this are dropped from the mask")
+    min_area_m2: float = Field(6.0, ge=0, description="blobs smaller than this are never reported")
     nodata_margin_px: int = Field(8, ge=0, le=256, description="pixels this close to nodata never count "
                                   "(resampling and compression blur the edge of the data)")
 

@@ -98,31 +98,39 @@ def shadow_change(before: np.ndarray, after: np.ndarray, scene_level: np.ndarray
             & (spread <= max_ratio_spread) & (dark_lum < dark_fraction * level))
 
 
-def change_mask(score: np.ndarray, valid: np.ndarray, res_m: float, cfg: DifferenceConfig
-                ) -> np.ndarray:
-    """Cleaned change mask, (M, N) bool: hysteresis threshold, closing, opening, size filter.
+def change_mask(score: np.ndarray, valid: np.ndarray, res_m: float, cfg: DifferenceConfig,
+                shadow: np.ndarray | None = None) -> np.ndarray:
+    """Cleaned change mask, (M, N) bool, from local operations only.
+
+    Seeds (score above ``threshold_sigma``) grow into pixels above ``low_threshold_sigma`` within
+    ``grow_m``; a closing joins the pieces of one object, shadow-explained pixels are removed and
+    an opening removes specks. Pixels invalid in either image, or within ``nodata_margin_px`` of
+    such a pixel, never count.
+
+    Every step reaches a bounded distance (:func:`mask_reach_px`), so a block processed with that
+    margin gives exactly the whole-array result in its core.
 
     Parameters
     ----------
     score : (M, N) float32
         Change score in noise standard deviations (:func:`change_score`).
     valid : (M, N) bool
-        Pixels valid in both images; its border (where smoothing mixed in invalid pixels) and
-        the invalid pixels never count as change.
+        Pixels valid in both images.
     res_m : float
-        Pixel size, metres (morphology and the minimum area are given in metres).
+        Pixel size, metres (morphology is given in metres).
+    shadow : (M, N) bool, optional
+        Pixels whose change a shadow explains (:func:`shadow_change`).
     """
-    low = (score > cfg.low_threshold_sigma).astype(np.uint8)
-    n, labels = cv2.connectedComponents(low, connectivity=8)
-    if n <= 1:
-        return np.zeros(score.shape, bool)
-    keep = np.zeros(n, bool)
-    keep[np.unique(labels[score > cfg.threshold_sigma])] = True
-    keep[0] = False
-    mask = keep[labels].astype(np.uint8)
+    seeds = (score > cfg.threshold_sigma).astype(np.uint8)
+    grow_k = _disk(cfg.grow_m / res_m)
+    if grow_k is not None:
+        seeds = cv2.dilate(seeds, grow_k)
+    mask = seeds & (score > cfg.low_threshold_sigma).astype(np.uint8)
     close_k = _disk(cfg.closing_m / res_m)
     if close_k is not None:
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, close_k)
+    if shadow is not None:
+        mask &= ~shadow.astype(np.uint8) & 1
     open_k = _disk(cfg.opening_m / res_m)
     if open_k is not None:
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, open_k)
@@ -131,9 +139,12 @@ def change_mask(score: np.ndarray, valid: np.ndarray, res_m: float, cfg: Differe
     if border > 0:
         core_valid = cv2.erode(core_valid, np.ones((2 * border + 1, 2 * border + 1), np.uint8),
                                borderType=cv2.BORDER_REPLICATE)
-    mask &= core_valid
-    min_px = cfg.min_area_m2 / (res_m * res_m)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    small = stats[:, cv2.CC_STAT_AREA] < min_px
-    small[0] = True
-    return ~small[labels]
+    return (mask & core_valid).astype(bool)
+
+
+def mask_reach_px(cfg: DifferenceConfig, res_m: float) -> int:
+    """How far (pixels) the value of one mask pixel depends on its neighbours' inputs."""
+    r = lambda m: int(round(m / res_m))  # noqa: E731
+    return (int(math.ceil(3 * cfg.smoothing_px)) + cfg.tolerance_px + r(cfg.grow_m)
+            + 2 * r(cfg.closing_m) + 2 * r(cfg.opening_m)
+            + max(cfg.nodata_margin_px, int(math.ceil(2 * cfg.smoothing_px + cfg.tolerance_px))) + 2)

@@ -281,6 +281,15 @@ class MaskWriter:
     def write(self, window: Window, mask: np.ndarray) -> None:
         self._ds.write(mask.astype("uint8", copy=False), 1, window=window)
 
+    def flush(self) -> None:
+        """Reopen the blocks written so far for reading (pass 2 reads the mask back)."""
+        self._ds.close()
+        self._ds = rasterio.open(self._tmp)
+
+    def read(self, window: Window) -> np.ndarray:
+        """The mask in ``window`` (after :meth:`flush`); outside the grid reads as nodata."""
+        return self._ds.read(1, window=window, boundless=True, fill_value=self.NODATA)
+
     def close(self) -> None:
         """Finish: build overviews, copy to a COG under a temporary name, rename."""
         self._ds.close()

@@ -10,7 +10,7 @@ import math
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -23,10 +23,10 @@ from rasterio.windows import Window
 from . import __version__
 from . import rasterio_io as rio
 from .blobs import find_blobs
-from .classify import Detection, classify
+from .classify import Detection, classify_blob, footprint_class, ring_around
 from .config import Config
 from .coregister import Shift, estimate_shift
-from .difference import change_mask, change_score, shadow_change
+from .difference import change_mask, change_score, mask_reach_px, shadow_change
 from .errors import InputError, RegistrationError
 from .radiometry import Radiometry, comparable, fit_linear, normalise
 
@@ -63,11 +63,9 @@ class _Stopwatch:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
 
 
-def margin_px(config: Config, res_m: float) -> int:
+def blob_margin_px(config: Config, res_m: float) -> int:
     """Block overlap wide enough that any blob of class size lies whole in one padded block."""
-    d = config.difference
-    reach_m = math.sqrt(2) * config.max_footprint_m + 2 * (d.closing_m + d.opening_m)
-    return int(math.ceil(reach_m / res_m)) + int(math.ceil(3 * d.smoothing_px)) + d.tolerance_px + 4
+    return int(math.ceil(math.sqrt(2) * config.max_footprint_m / res_m)) + 4
 
 
 def sample_windows(valid_lr: np.ndarray, factor: int, grid: rio.Grid, *, window_px: int,
@@ -188,17 +186,27 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
                 rad, sigma, level = _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, config)
             log.info("radiometry %s; noise sigma %s", rad.as_dict(), np.round(sigma, 3).tolist())
 
-            detections: list[Detection] = []
-            margin = margin_px(config, res)
-            blocks = list(rio.block_windows(grid.width, grid.height,
-                                            config.processing.block_px, margin))
+            reach = mask_reach_px(config.difference, res)
+            block = config.processing.block_px
+            pass1 = list(rio.block_windows(grid.width, grid.height, block, reach))
+            pass2 = list(rio.block_windows(grid.width, grid.height, block,
+                                           blob_margin_px(config, res)))
+            total = len(pass1) + len(pass2)
             writer = rio.MaskWriter(out / "change_mask.tif", grid)
             try:
-                for i, (core, padded) in enumerate(blocks):
-                    detections += _process_block(b_ds, a_vrt, core, padded, b_bands, a_bands, rad,
-                                                 sigma, level, grid, config, writer, watch)
+                for i, (core, padded) in enumerate(pass1):
+                    writer.write(core, _mask_block(b_ds, a_vrt, core, padded, b_bands, a_bands,
+                                                   rad, sigma, level, grid, config, watch))
                     if progress:
-                        progress(i + 1, len(blocks))
+                        progress(i + 1, total)
+                writer.flush()
+                detections: list[Detection] = []
+                for i, (core, padded) in enumerate(pass2):
+                    with watch.stage("blobs"):
+                        detections += _detect_block(writer, b_ds, a_vrt, core, padded, b_bands,
+                                                    a_bands, rad, sigma, grid, config)
+                    if progress:
+                        progress(len(pass1) + i + 1, total)
                 with watch.stage("write_mask"):
                     writer.close()
             except BaseException:
@@ -292,36 +300,66 @@ def _smoothed_difference(b: np.ndarray, a: np.ndarray, sigma_px: float) -> list[
             for k in range(b.shape[0])]
 
 
-def _process_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad, sigma, level,
-                   grid: rio.Grid, config: Config, writer: rio.MaskWriter, watch: _Stopwatch
-                   ) -> list[Detection]:
+def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad, sigma, level,
+                grid: rio.Grid, config: Config, watch: _Stopwatch) -> np.ndarray:
+    """Pass 1: the cleaned change mask of one block's core (0/1, 255 where invalid)."""
     nodata = config.input.nodata
-    res = grid.mean_res_m
     with watch.stage("read"):
         b, vb = rio.read_window(b_ds, padded, bands=b_bands, nodata=nodata)
         a, va = rio.read_window(a_vrt, padded, bands=a_bands, nodata=nodata)
-    valid = vb & va
     with watch.stage("difference"):
+        valid = vb & va
         b, a = comparable(b, a)
         a = normalise(a, rad)
         score = change_score(b, a, valid, sigma, smoothing_px=config.difference.smoothing_px,
                              tolerance_px=config.difference.tolerance_px)
-        mask = change_mask(score, valid, res, config.difference)
         shadow = shadow_change(b, a, level)
-        objects = mask & ~shadow
-        if config.difference.opening_m > 0:
-            r = max(1, int(round(config.difference.opening_m / res)))
-            k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-            objects = cv2.morphologyEx(objects.astype(np.uint8), cv2.MORPH_OPEN, k).astype(bool)
-    with watch.stage("blobs"):
-        blobs, labels = find_blobs(objects, score, grid.res_m, window=padded, core=core)
-        dets = classify(blobs, labels, mask, b, a, config.classes, res_m=res,
-                        window_offset=(int(padded.col_off), int(padded.row_off)))
-    with watch.stage("write_mask"):
+        mask = change_mask(score, valid, grid.mean_res_m, config.difference, shadow=shadow)
         r0 = int(core.row_off - padded.row_off)
         c0 = int(core.col_off - padded.col_off)
         sl = (slice(r0, r0 + int(core.height)), slice(c0, c0 + int(core.width)))
-        out = objects[sl].astype(np.uint8)
+        out = mask[sl].astype(np.uint8)
         out[~valid[sl]] = rio.MaskWriter.NODATA
-        writer.write(core, out)
+    return out
+
+
+def _detect_block(writer: rio.MaskWriter, b_ds, a_vrt, core: Window, padded: Window, b_bands,
+                  a_bands, rad, sigma, grid: rio.Grid, config: Config) -> list[Detection]:
+    """Pass 2: blobs of the mask whose top-left lies in ``core``, measured and classified."""
+    nodata = config.input.nodata
+    res = grid.mean_res_m
+    d = config.difference
+    objects = writer.read(padded) == 1
+    blobs, labels = find_blobs(objects, None, grid.res_m, window=padded, core=core)
+    ring_px = max(2, int(round(3.0 / res)))
+    pad = ring_px + int(math.ceil(3 * d.smoothing_px)) + d.tolerance_px + 2
+    full = Window(0, 0, grid.width, grid.height)
+    dets = []
+    for blob in blobs:
+        if blob.area_m2 < d.min_area_m2 or footprint_class(blob.length_m, blob.width_m,
+                                                           config.classes)[0] is None:
+            continue
+        c0, r0, c1, r1 = blob.bbox_px
+        chip = Window(c0 - pad, r0 - pad, c1 - c0 + 2 * pad, r1 - r0 + 2 * pad).intersection(full)
+        # one pixel of the blob, to find it again among the chip's components
+        ys, xs = np.nonzero(labels[r0 - int(padded.row_off):r1 - int(padded.row_off),
+                                   c0 - int(padded.col_off):c1 - int(padded.col_off)] == blob.label)
+        seed = (int(ys[0] + r0 - chip.row_off), int(xs[0] + c0 - chip.col_off))
+        chip_mask = writer.read(chip)
+        _, chip_labels = cv2.connectedComponents((chip_mask == 1).astype(np.uint8), connectivity=8)
+        inside = chip_labels == chip_labels[seed]
+        b, vb = rio.read_window(b_ds, chip, bands=b_bands, nodata=nodata)
+        a, va = rio.read_window(a_vrt, chip, bands=a_bands, nodata=nodata)
+        b, a = comparable(b, a)
+        a = normalise(a, rad)
+        score = change_score(b, a, vb & va, sigma, smoothing_px=d.smoothing_px,
+                             tolerance_px=d.tolerance_px)
+        s = score[inside]
+        blob = replace(blob, mean_score=float(s.mean()), max_score=float(s.max()))
+        if blob.mean_score < d.low_threshold_sigma:
+            continue  # sparse speckle that the closing joined, not an object
+        ring = ring_around(inside, chip_mask != 0, ring_px) & vb & va
+        det = classify_blob(blob, b, a, inside, ring, config.classes)
+        if det is not None:
+            dets.append(det)
     return dets
