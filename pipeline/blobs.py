@@ -7,7 +7,7 @@ two overlapping blocks is counted once.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -60,6 +60,28 @@ def min_area_rect_m(points_px: np.ndarray, res_m: tuple[float, float]
     return float(length), float(width), heading, box_px
 
 
+def measure(pixels: np.ndarray, offset_px: tuple[int, int], res_m: tuple[float, float], *,
+            score: np.ndarray | None = None) -> Blob:
+    """Measure one region given as a boolean array whose [0, 0] lies at ``offset_px`` (col, row)."""
+    rows, cols = np.nonzero(pixels)
+    c0, r0 = int(cols.min()), int(rows.min())
+    c1, r1 = int(cols.max()) + 1, int(rows.max()) + 1
+    contours, _ = cv2.findContours(pixels[r0:r1, c0:c1].astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE)
+    pts = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float64)
+    pts += (c0 + offset_px[0], r0 + offset_px[1])
+    length, width, heading, box = min_area_rect_m(pts, res_m)
+    s = score[pixels] if score is not None else np.zeros(1, np.float32)
+    gx, gy = offset_px
+    return Blob(
+        bbox_px=(c0 + gx, r0 + gy, c1 + gx, r1 + gy), area_px=int(rows.size),
+        centroid_px=(float(cols.mean()) + gx, float(rows.mean()) + gy),
+        corners_px=tuple((float(c), float(r)) for c, r in box),
+        length_m=round(length, 3), width_m=round(width, 3),
+        area_m2=round(rows.size * res_m[0] * res_m[1], 3), heading_deg=round(heading, 2),
+        mean_score=float(s.mean()), max_score=float(s.max()))
+
+
 def find_blobs(mask: np.ndarray, score: np.ndarray | None, res_m: tuple[float, float], *,
                window: Window | None = None, core: Window | None = None
                ) -> tuple[list[Blob], np.ndarray]:
@@ -86,27 +108,16 @@ def find_blobs(mask: np.ndarray, score: np.ndarray | None, res_m: tuple[float, f
     """
     col_off = int(window.col_off) if window is not None else 0
     row_off = int(window.row_off) if window is not None else 0
-    n, labels, stats, centroids = cv2.connectedComponentsWithStats(
-        mask.astype(np.uint8), connectivity=8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     blobs = []
     for i in range(1, n):
-        x, y, w, h, area = (int(v) for v in stats[i])
+        x, y, w, h, _ = (int(v) for v in stats[i])
         gx, gy = x + col_off, y + row_off
         if core is not None and not (core.col_off <= gx < core.col_off + core.width
                                      and core.row_off <= gy < core.row_off + core.height):
             continue
         sub = labels[y:y + h, x:x + w] == i
-        contours, _ = cv2.findContours(sub.astype(np.uint8), cv2.RETR_EXTERNAL,
-                                       cv2.CHAIN_APPROX_SIMPLE)
-        pts = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float64)
-        pts += (gx, gy)
-        length, width, heading, box = min_area_rect_m(pts, res_m)
-        s = score[y:y + h, x:x + w][sub] if score is not None else np.zeros(1, np.float32)
-        blobs.append(Blob(
-            bbox_px=(gx, gy, gx + w, gy + h), area_px=area,
-            centroid_px=(float(centroids[i][0]) + col_off, float(centroids[i][1]) + row_off),
-            corners_px=tuple((float(c), float(r)) for c, r in box),
-            length_m=round(length, 3), width_m=round(width, 3),
-            area_m2=round(area * res_m[0] * res_m[1], 3), heading_deg=round(heading, 2),
-            mean_score=float(s.mean()), max_score=float(s.max()), label=i))
+        blob = measure(sub, (gx, gy), res_m,
+                       score=score[y:y + h, x:x + w] if score is not None else None)
+        blobs.append(replace(blob, label=i))
     return blobs, labels

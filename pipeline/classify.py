@@ -6,12 +6,13 @@ image holds an object at the blob's place (its contrast against the ring of grou
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
-from .blobs import Blob
+from .blobs import Blob, measure
+from .difference import shadow_like
 from .config import FootprintClass
 
 
@@ -96,9 +97,55 @@ def ring_around(inside: np.ndarray, changed: np.ndarray, ring_px: int) -> np.nda
     return grown & ~changed & ~inside
 
 
+def object_pixels(inside: np.ndarray, holding: np.ndarray, other: np.ndarray,
+                  score: np.ndarray | None = None, *, edge_fraction: float = 0.4) -> np.ndarray:
+    """The blob's pixels without the object's own shadow and without its blurred fringe.
+
+    In the image that holds the object, its shadow is the ground of the other image dimmed
+    (:func:`pipeline.difference.shadow_like`); the object itself is not. The sensor's blur
+    spreads an object's edge over a pixel or two, and the mask follows it down to the noise:
+    the object's edge is where its change score falls below ``edge_fraction`` of its 90th
+    percentile (near half maximum, the usual definition of an edge). Returns the largest
+    remaining piece, or the whole blob when the shadow test would leave less than a quarter of it
+    (a dark grey object on grey ground looks like a shadow).
+    """
+    obj = inside & ~shadow_like(holding, other)
+    if score is not None and inside.any():
+        obj &= score >= edge_fraction * float(np.percentile(score[inside], 90))
+    obj = cv2.morphologyEx(obj.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(obj, connectivity=8)
+    if n <= 1:
+        return inside
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    obj = labels == largest
+    return obj if obj.sum() >= 0.25 * inside.sum() else inside
+
+
+def attached_to_static_structure(before: np.ndarray, after: np.ndarray, ring: np.ndarray, *,
+                                 min_fraction: float = 0.1, contrast: float = 0.2) -> bool:
+    """Whether a blob touches an unchanged structure that stands out from the ground.
+
+    The shadow of a static aircraft or building moves with the sun, its roof brightens with the
+    view angle and a tall building leans differently: all of these changes hug the static
+    object itself. An object that arrived or left stands on open ground. The blob's ring is
+    tested: at least ``min_fraction`` of it differs from the ring's median by more than
+    ``contrast`` (relative) in both images.
+    """
+    if not ring.any():
+        return False
+    stands_out = np.ones(ring.shape, bool)
+    for img in (before, after):
+        lum = img.mean(axis=0)
+        ground = float(np.median(lum[ring]))
+        stands_out &= np.abs(lum - ground) > contrast * max(abs(ground), 1e-3)
+    return float(stands_out[ring].mean()) >= min_fraction
+
+
 def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.ndarray,
-                  ring: np.ndarray, classes: list[FootprintClass]) -> Detection | None:
-    """Classify one blob from chips of both images around it; None when no class fits.
+                  ring: np.ndarray, classes: list[FootprintClass], *, score: np.ndarray | None = None,
+                  res_m: tuple[float, float], chip_offset_px: tuple[int, int] = (0, 0)
+                  ) -> Detection | None:
+    """Decide the change of one blob, measure the object without its shadow, and classify it.
 
     Parameters
     ----------
@@ -109,11 +156,29 @@ def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.
     inside, ring : (M, N) bool
         The blob's pixels on the chip; the unchanged ground around it (:func:`ring_around`).
     classes : list of FootprintClass
+    score : (M, N) float32, optional
+        The change score on the chip (to find the object's edge).
+    res_m : (float, float)
+        Pixel size, metres.
+    chip_offset_px : (col, row)
+        Where the chip's [0, 0] lies on the BEFORE grid.
+
+    Returns
+    -------
+    Detection or None
+        None when the object fits no class.
     """
+    if attached_to_static_structure(before, after, ring):
+        return None
+    change, conf, eb, ea = change_direction(before, after, inside, ring)
+    holding, other = (after, before) if change == "appeared" else (before, after)
+    obj = object_pixels(inside, holding, other, score)
+    if obj is not inside:
+        blob = replace(measure(obj, chip_offset_px, res_m), mean_score=blob.mean_score,
+                       max_score=blob.max_score, label=blob.label)
     cls, fit = footprint_class(blob.length_m, blob.width_m, classes)
     if cls is None:
         return None
-    change, conf, eb, ea = change_direction(before, after, inside, ring)
     strength = 1.0 - math.exp(-blob.mean_score / 6.0)
     score = strength * (0.5 + 0.5 * fit) * (0.5 + 0.5 * conf)
     return Detection(blob, cls.name, cls.category, change, round(score, 4), round(fit, 4),

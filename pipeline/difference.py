@@ -73,29 +73,56 @@ def change_score(before: np.ndarray, after: np.ndarray, valid: np.ndarray, sigma
     return score
 
 
-def shadow_change(before: np.ndarray, after: np.ndarray, scene_level: np.ndarray, *,
-                  ratio_range: tuple[float, float] = (0.3, 0.75), max_ratio_spread: float = 0.08,
-                  dark_fraction: float = 0.75) -> np.ndarray:
-    """Pixels whose change looks like a shadow falling or lifting, (M, N) bool.
+def local_correlation(a: np.ndarray, b: np.ndarray, size_px: int = 9) -> np.ndarray:
+    """Normalised cross-correlation of two (M, N) images in a sliding ``size_px`` window."""
+    k = (size_px, size_px)
+    mu_a = cv2.boxFilter(a, -1, k)
+    mu_b = cv2.boxFilter(b, -1, k)
+    cov = cv2.boxFilter(a * b, -1, k) - mu_a * mu_b
+    var_a = cv2.boxFilter(a * a, -1, k) - mu_a * mu_a
+    var_b = cv2.boxFilter(b * b, -1, k) - mu_b * mu_b
+    return cov / np.sqrt(np.maximum(var_a * var_b, 1e-6))
 
-    A shadow dims every band by about the same factor: the darker image is below
-    ``dark_fraction`` of the scene's median level and the per-band ratio darker/brighter lies in
-    ``ratio_range`` with little spread across bands. Such pixels are removed from objects so
-    that sizes are the object's, and shadow-only blobs (a moved sun) vanish.
+
+def shadow_like(darker: np.ndarray, brighter: np.ndarray, *,
+                ratio_range: tuple[float, float] = (0.2, 0.9), max_chroma_shift: float = 0.06,
+                blue_band: int | None = 2) -> np.ndarray:
+    """Pixels where ``darker`` could be ``brighter`` dimmed by a shadow, (M, N) bool.
+
+    A shadow dims every band by about the same factor, and a little less in the blue, since
+    shadows are lit by the blue sky: the luminance ratio lies in ``ratio_range``, no band's share
+    of the pixel's sum moves by more than ``max_chroma_shift`` and the blue share (0-based band
+    ``blue_band``, when the image has that many bands) does not fall. A dark olive vehicle loses
+    blue instead. Single-band images are judged by the ratio alone.
     """
     eps = 1e-3
-    lum_b = before.mean(axis=0)
-    lum_a = after.mean(axis=0)
-    b_darker = lum_b < lum_a
-    dark = np.where(b_darker, before, after)
-    bright = np.where(b_darker, after, before)
-    ratio = dark / np.maximum(bright, eps)
-    mean_ratio = ratio.mean(axis=0)
-    spread = ratio.std(axis=0) if ratio.shape[0] > 1 else np.zeros_like(mean_ratio)
-    level = float(np.mean(scene_level))
-    dark_lum = np.minimum(lum_b, lum_a)
-    return ((mean_ratio >= ratio_range[0]) & (mean_ratio <= ratio_range[1])
-            & (spread <= max_ratio_spread) & (dark_lum < dark_fraction * level))
+    lum_d = darker.mean(axis=0)
+    lum_b = brighter.mean(axis=0)
+    ratio = lum_d / np.maximum(lum_b, eps)
+    out = (ratio >= ratio_range[0]) & (ratio <= ratio_range[1])
+    if darker.shape[0] > 1:
+        chroma_d = darker / np.maximum(darker.sum(axis=0), eps)
+        chroma_b = brighter / np.maximum(brighter.sum(axis=0), eps)
+        out &= np.abs(chroma_d - chroma_b).max(axis=0) <= max_chroma_shift
+        if blue_band is not None and darker.shape[0] > blue_band:
+            out &= chroma_d[blue_band] >= chroma_b[blue_band] - 0.005
+    return out
+
+
+def shadow_change(before: np.ndarray, after: np.ndarray, *, min_correlation: float = 0.5,
+                  window_px: int = 9) -> np.ndarray:
+    """Pixels whose change is only a change of illumination (a shadow falling or lifting).
+
+    The darker image is the brighter one dimmed (:func:`shadow_like`) and the ground's texture
+    shows through: the local correlation of the two images (``window_px`` window, luminance)
+    stays high. An object hides the ground's texture instead. Removing these pixels makes the
+    shadows of static objects, which move with the sun, vanish from the mask.
+    """
+    b_darker = before.mean(axis=0) < after.mean(axis=0)
+    darker = np.where(b_darker, before, after)
+    brighter = np.where(b_darker, after, before)
+    corr = local_correlation(before.mean(axis=0), after.mean(axis=0), window_px)
+    return shadow_like(darker, brighter) & (corr >= min_correlation)
 
 
 def change_mask(score: np.ndarray, valid: np.ndarray, res_m: float, cfg: DifferenceConfig,
@@ -145,6 +172,6 @@ def change_mask(score: np.ndarray, valid: np.ndarray, res_m: float, cfg: Differe
 def mask_reach_px(cfg: DifferenceConfig, res_m: float) -> int:
     """How far (pixels) the value of one mask pixel depends on its neighbours' inputs."""
     r = lambda m: int(round(m / res_m))  # noqa: E731
-    return (int(math.ceil(3 * cfg.smoothing_px)) + cfg.tolerance_px + r(cfg.grow_m)
+    return (int(math.ceil(3 * cfg.smoothing_px)) + cfg.tolerance_px + r(cfg.grow_m) + 5
             + 2 * r(cfg.closing_m) + 2 * r(cfg.opening_m)
             + max(cfg.nodata_margin_px, int(math.ceil(2 * cfg.smoothing_px + cfg.tolerance_px))) + 2)

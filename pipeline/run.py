@@ -313,7 +313,7 @@ def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad
         a = normalise(a, rad)
         score = change_score(b, a, valid, sigma, smoothing_px=config.difference.smoothing_px,
                              tolerance_px=config.difference.tolerance_px)
-        shadow = shadow_change(b, a, level)
+        shadow = shadow_change(b, a)
         mask = change_mask(score, valid, grid.mean_res_m, config.difference, shadow=shadow)
         r0 = int(core.row_off - padded.row_off)
         c0 = int(core.col_off - padded.col_off)
@@ -359,7 +359,8 @@ def _detect_block(writer: rio.MaskWriter, b_ds, a_vrt, core: Window, padded: Win
         if blob.mean_score < d.low_threshold_sigma:
             continue  # sparse speckle that the closing joined, not an object
         ring = ring_around(inside, chip_mask != 0, ring_px) & vb & va
-        det = classify_blob(blob, b, a, inside, ring, config.classes)
+        det = classify_blob(blob, b, a, inside, ring, config.classes, score=score, res_m=grid.res_m,
+                            chip_offset_px=(int(chip.col_off), int(chip.row_off)))
         if det is not None:
             dets.append(det)
     return dets
