@@ -172,6 +172,8 @@ def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.
         return None
     change, conf, eb, ea = change_direction(before, after, inside, ring)
     holding, other = (after, before) if change == "appeared" else (before, after)
+    if shadow_like(holding, other)[inside].mean() >= 0.85:
+        return None  # a shadow that came or went without an object (the sun moved)
     obj = object_pixels(inside, holding, other, score)
     if obj is not inside:
         blob = replace(measure(obj, chip_offset_px, res_m), mean_score=blob.mean_score,

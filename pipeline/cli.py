@@ -117,7 +117,8 @@ def main(before, after, out_dir, config_path, nodata, allow_unregistered, thread
 @click.argument("truth", type=click.Path(path_type=Path))
 @click.argument("detections", type=click.Path(path_type=Path))
 @click.option("--max-distance-m", type=click.FloatRange(min=0, min_open=True), default=10.0,
-              show_default=True, help="Largest centroid distance of a match, metres.")
+              show_default=True, help="Largest centroid distance of a match, metres (or a quarter "
+              "of the truth object's length when that is larger).")
 def eval_main(truth, detections, max_distance_m):
     """Score DETECTIONS (GeoJSON) against TRUTH (GeoJSON, same schema).
 

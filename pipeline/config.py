@@ -49,6 +49,8 @@ class DifferenceConfig(_Strict):
     threshold_sigma: float = Field(5.0, gt=0, description="seed threshold, in noise standard deviations")
     low_threshold_sigma: float = Field(3.0, gt=0, description="seeds grow into pixels above this")
     grow_m: float = Field(3.0, ge=0, description="how far seeds grow, metres")
+    min_contrast: float = Field(0.12, ge=0, le=1, description="a seed must also differ by this share of "
+                                "BEFORE's 2-98 % value range (ignores faint roof and haze changes)")
     closing_m: float = Field(1.5, ge=0, description="morphological closing radius joining pieces of one object")
     opening_m: float = Field(0.5, ge=0, description="morphological opening radius removing specks")
     min_area_m2: float = Field(6.0, ge=0, description="blobs smaller than this are never reported")

@@ -85,7 +85,7 @@ def local_correlation(a: np.ndarray, b: np.ndarray, size_px: int = 9) -> np.ndar
 
 
 def shadow_like(darker: np.ndarray, brighter: np.ndarray, *,
-                ratio_range: tuple[float, float] = (0.2, 0.9), max_chroma_shift: float = 0.06,
+                ratio_range: tuple[float, float] = (0.15, 0.72), max_chroma_shift: float = 0.06,
                 blue_band: int | None = 2) -> np.ndarray:
     """Pixels where ``darker`` could be ``brighter`` dimmed by a shadow, (M, N) bool.
 

@@ -60,9 +60,21 @@ def centroid_lonlat(feature: dict) -> tuple[float, float]:
     return c.x, c.y
 
 
+def _length_m(feature: dict) -> float:
+    try:
+        return float(feature.get("properties", {}).get("length_m") or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def match(truth: list[dict], detections: list[dict], max_distance_m: float = 10.0
           ) -> tuple[Score, list[tuple[int, int]]]:
-    """One-to-one matching of two lists of features by centroid distance (metres)."""
+    """One-to-one matching of two lists of features by centroid distance (metres).
+
+    A pair may match when its centroids lie within ``max_distance_m`` or within a quarter of the
+    truth object's length, whichever is larger (the centre of a 70 m transport is less sharply
+    defined than that of a 10 m launcher).
+    """
     if not truth or not detections:
         return Score(0, len(detections), len(truth)), []
     t = np.array([centroid_lonlat(f) for f in truth])
@@ -71,9 +83,10 @@ def match(truth: list[dict], detections: list[dict], max_distance_m: float = 10.
     for i, (lon, lat) in enumerate(t):
         _, _, dist = _GEOD.inv(np.full(len(d), lon), np.full(len(d), lat), d[:, 0], d[:, 1])
         cost[i] = dist
-    big = 1e9
-    rows, cols = linear_sum_assignment(np.where(cost <= max_distance_m, cost, big))
-    pairs = [(int(r), int(c)) for r, c in zip(rows, cols) if cost[r, c] <= max_distance_m]
+    limit = np.array([max(max_distance_m, 0.25 * _length_m(f)) for f in truth])[:, None]
+    allowed = cost <= limit
+    rows, cols = linear_sum_assignment(np.where(allowed, cost, 1e9))
+    pairs = [(int(r), int(c)) for r, c in zip(rows, cols) if allowed[r, c]]
     tp = len(pairs)
     return Score(tp, len(detections) - tp, len(truth) - tp), pairs
 

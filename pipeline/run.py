@@ -183,8 +183,8 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
         with rio.warped_onto(a_ds, grid, shift_px=(dx, dy), nodata=nodata) as a_vrt:
             a_bands = _data_band_indexes(a_vrt)
             with watch.stage("radiometry"):
-                rad, sigma, level = _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, config)
-            log.info("radiometry %s; noise sigma %s", rad.as_dict(), np.round(sigma, 3).tolist())
+                rad, sigma, _ = _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, config)
+            log.info("radiometry %s; score unit %s", rad.as_dict(), np.round(sigma, 3).tolist())
 
             reach = mask_reach_px(config.difference, res)
             block = config.processing.block_px
@@ -196,7 +196,7 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
             try:
                 for i, (core, padded) in enumerate(pass1):
                     writer.write(core, _mask_block(b_ds, a_vrt, core, padded, b_bands, a_bands,
-                                                   rad, sigma, level, grid, config, watch))
+                                                   rad, sigma, grid, config, watch))
                     if progress:
                         progress(i + 1, total)
                 writer.flush()
@@ -226,7 +226,7 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
                      "pixel_size_m": [round(grid.res_m[0], 4), round(grid.res_m[1], 4)]},
             "overlap": round(overlap, 4),
             "coregistration": report.coregistration_section(shift, grid, allow_unregistered),
-            "radiometry": {**rad.as_dict(), "noise_sigma": [round(float(s), 4) for s in sigma]},
+            "radiometry": {**rad.as_dict(), "score_unit": [round(float(s), 4) for s in sigma]},
             "counts": report.counts(detections, config),
             "detections": len(detections),
             "config": config.model_dump(mode="json"),
@@ -264,7 +264,11 @@ def _measure_shift(b_ds, a_ds, grid, windows, config: Config) -> Shift | None:
 
 
 def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, config: Config):
-    """Radiometric map, noise sigma per band and scene level, from the matching windows."""
+    """Radiometric map and the score's unit per band, from the matching windows.
+
+    The unit is the robust standard deviation of the smoothed difference (noise), raised where
+    needed so that ``threshold_sigma`` units are at least ``min_contrast`` of BEFORE's range.
+    """
     nodata = config.input.nodata
     pairs = []
     for w in windows or [Window(0, 0, b_ds.width, b_ds.height)]:
@@ -288,9 +292,16 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, config: Config):
         d = np.concatenate(parts) if parts else np.zeros(0, np.float32)
         mad = float(np.median(np.abs(d - np.median(d)))) if d.size else 1.0
         sigma.append(max(1.4826 * mad, 1e-6))
-    level = np.array([float(np.median(flat[k][flat_v])) if flat_v.any() else 1.0
-                      for k in range(flat.shape[0])])
-    return rad, np.asarray(sigma, np.float32), level
+    # a seed must also be a visible contrast, not only a significant one: on very clean images
+    # the noise alone would let faint roof glints and haze through
+    d = config.difference
+    floor = []
+    for k in range(flat.shape[0]):
+        v = flat[k][flat_v]
+        lo, hi = np.percentile(v, (2, 98)) if v.size else (0.0, 0.0)
+        floor.append(d.min_contrast * float(hi - lo) / d.threshold_sigma)
+    sigma = np.maximum(np.asarray(sigma, np.float32), np.asarray(floor, np.float32))
+    return rad, sigma, None
 
 
 def _smoothed_difference(b: np.ndarray, a: np.ndarray, sigma_px: float) -> list[np.ndarray]:
@@ -300,7 +311,7 @@ def _smoothed_difference(b: np.ndarray, a: np.ndarray, sigma_px: float) -> list[
             for k in range(b.shape[0])]
 
 
-def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad, sigma, level,
+def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad, sigma,
                 grid: rio.Grid, config: Config, watch: _Stopwatch) -> np.ndarray:
     """Pass 1: the cleaned change mask of one block's core (0/1, 255 where invalid)."""
     nodata = config.input.nodata
