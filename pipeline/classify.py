@@ -38,7 +38,10 @@ class Detection:
 def class_fit(length_m: float, width_m: float, cls: FootprintClass) -> float:
     """How well a footprint fits a class: 0 outside its ranges, 1 at the centre (log scale)."""
     fit = 1.0
-    for value, (lo, hi) in ((length_m, cls.length_m), (width_m, cls.width_m)):
+    checks = [(length_m, cls.length_m), (width_m, cls.width_m)]
+    if cls.aspect is not None:
+        checks.append((length_m / max(width_m, 1e-9), cls.aspect))
+    for value, (lo, hi) in checks:
         if not lo <= value <= hi:
             return 0.0
         half = math.log(hi / lo) / 2
@@ -49,13 +52,21 @@ def class_fit(length_m: float, width_m: float, cls: FootprintClass) -> float:
 
 def footprint_class(length_m: float, width_m: float, classes: list[FootprintClass]
                     ) -> tuple[FootprintClass | None, float]:
-    """The best-fitting class of a ``length_m`` x ``width_m`` footprint, or (None, 0)."""
-    best, best_fit = None, 0.0
-    for cls in classes:
-        fit = class_fit(length_m, width_m, cls)
-        if fit > best_fit:
-            best, best_fit = cls, fit
-    return best, best_fit
+    """The class of a ``length_m`` x ``width_m`` footprint, and its fit; (None, 0) if none.
+
+    Among the classes whose ranges contain the footprint, the most specific one wins: the one
+    with the smallest range (product of the log-widths of its length and width ranges). A
+    Su-35 fits both ``combat-jet`` and the broad ``light-aircraft``; it is a combat jet.
+    """
+    fitting = [(cls, class_fit(length_m, width_m, cls)) for cls in classes]
+    fitting = [(cls, fit) for cls, fit in fitting if fit > 0]
+    if not fitting:
+        return None, 0.0
+
+    def extent(cls: FootprintClass) -> float:
+        return math.log(cls.length_m[1] / cls.length_m[0]) * math.log(cls.width_m[1] / cls.width_m[0])
+
+    return min(fitting, key=lambda cf: (extent(cf[0]), -cf[1]))
 
 
 def object_evidence(image: np.ndarray, inside: np.ndarray, ring: np.ndarray) -> float:
@@ -122,7 +133,7 @@ def object_pixels(inside: np.ndarray, holding: np.ndarray, other: np.ndarray,
 
 
 def attached_to_static_structure(before: np.ndarray, after: np.ndarray, ring: np.ndarray, *,
-                                 min_fraction: float = 0.1, contrast: float = 0.2) -> bool:
+                                 min_fraction: float = 0.05, contrast: float = 0.2) -> bool:
     """Whether a blob touches an unchanged structure that stands out from the ground.
 
     The shadow of a static aircraft or building moves with the sun, its roof brightens with the
@@ -172,8 +183,11 @@ def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.
         return None
     change, conf, eb, ea = change_direction(before, after, inside, ring)
     holding, other = (after, before) if change == "appeared" else (before, after)
-    if shadow_like(holding, other)[inside].mean() >= 0.85:
-        return None  # a shadow that came or went without an object (the sun moved)
+    core = inside
+    if score is not None:  # judge the object's core, not the blurred fringe around it
+        core = inside & (score >= 0.4 * float(np.percentile(score[inside], 90)))
+    if (shadow_like(before, after) | shadow_like(after, before))[core].mean() >= 0.75:
+        return None  # shadows that came, went or moved with the sun, without an object
     obj = object_pixels(inside, holding, other, score)
     if obj is not inside:
         blob = replace(measure(obj, chip_offset_px, res_m), mean_score=blob.mean_score,

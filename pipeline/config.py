@@ -69,10 +69,12 @@ class FootprintClass(_Strict):
     category: str
     length_m: tuple[float, float]
     width_m: tuple[float, float]
+    aspect: tuple[float, float] | None = Field(
+        None, description="[min, max] of length / width, when the class has a typical shape")
 
     @model_validator(mode="after")
     def _ranges(self):
-        for key in ("length_m", "width_m"):
+        for key in ("length_m", "width_m") + (("aspect",) if self.aspect else ()):
             lo, hi = getattr(self, key)
             if not (0 < lo < hi):
                 raise ValueError(f"{key} must be [min, max] with 0 < min < max, got [{lo}, {hi}]")
@@ -84,9 +86,11 @@ def _default_classes() -> list[FootprintClass]:
     return [
         # Helicopters: sized by fuselage when the rotor does not resolve (Ka-52 ~14 x 7 m with stub
         # wings, Mi-8 ~18 x 4.5 m with tanks) up to a resolved rotor disc (Mi-8: 25 x 21 m).
-        c(name="helicopter", category="aircraft", length_m=(10.0, 26.0), width_m=(4.5, 22.0)),
-        # Combat jets: Su-24/34/35 about 21-24 m long, span 10 m (wings swept) to 18 m (spread).
-        c(name="combat-jet", category="aircraft", length_m=(13.0, 25.0), width_m=(8.0, 19.0)),
+        c(name="helicopter", category="aircraft", length_m=(10.0, 26.0), width_m=(5.0, 22.0)),
+        # Combat jets: Su-24/34/35 about 21-24 m long, span 10 m (wings swept) to 18 m (spread);
+        # never square (a helicopter's rotor disc is).
+        c(name="combat-jet", category="aircraft", length_m=(13.0, 25.0), width_m=(8.0, 19.0),
+          aspect=(1.2, 2.6)),
         # Business jets and light/medium airliners: 10-40 m.
         c(name="light-aircraft", category="aircraft", length_m=(10.0, 40.0), width_m=(10.0, 40.0)),
         # Il-76 (47 x 50 m), A321 / Tu-154 (about 45 x 35 m)
@@ -94,9 +98,9 @@ def _default_classes() -> list[FootprintClass]:
         # An-124 (69 x 73 m), Il-96, B747: up to 80 m
         c(name="large-transport", category="aircraft", length_m=(50.0, 85.0), width_m=(45.0, 85.0)),
         # Self-propelled TELs, radars and SAM vehicles (9-16 m) and towed semitrailer combinations
-        # such as the S-400's 5P85 (up to about 22 m); narrow and elongated. Cars and small trucks
-        # (under 8 m) fall below.
-        c(name="sam-launcher", category="launcher", length_m=(8.5, 24.0), width_m=(2.2, 4.5)),
+        # such as the S-400's 5P85 (up to about 22 m); 2.5-4 m wide, measured up to 5 m with the
+        # sensor's blur and a sliver of shadow. Cars and small trucks (under 8 m, measured under 9 m) fall below.
+        c(name="sam-launcher", category="launcher", length_m=(9.0, 24.0), width_m=(2.2, 5.0)),
     ]
 
 

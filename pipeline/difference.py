@@ -86,14 +86,15 @@ def local_correlation(a: np.ndarray, b: np.ndarray, size_px: int = 9) -> np.ndar
 
 def shadow_like(darker: np.ndarray, brighter: np.ndarray, *,
                 ratio_range: tuple[float, float] = (0.15, 0.72), max_chroma_shift: float = 0.06,
-                blue_band: int | None = 2) -> np.ndarray:
+                blue_band: int | None = 2, min_blue_gain: float = 0.008) -> np.ndarray:
     """Pixels where ``darker`` could be ``brighter`` dimmed by a shadow, (M, N) bool.
 
     A shadow dims every band by about the same factor, and a little less in the blue, since
     shadows are lit by the blue sky: the luminance ratio lies in ``ratio_range``, no band's share
     of the pixel's sum moves by more than ``max_chroma_shift`` and the blue share (0-based band
-    ``blue_band``, when the image has that many bands) does not fall. A dark olive vehicle loses
-    blue instead. Single-band images are judged by the ratio alone.
+    ``blue_band``, when the image has that many bands) grows by at least ``min_blue_gain``. A dark
+    olive vehicle loses blue instead, and a white aircraft over grey concrete keeps the same
+    shares. Single-band images are judged by the ratio alone.
     """
     eps = 1e-3
     lum_d = darker.mean(axis=0)
@@ -105,7 +106,7 @@ def shadow_like(darker: np.ndarray, brighter: np.ndarray, *,
         chroma_b = brighter / np.maximum(brighter.sum(axis=0), eps)
         out &= np.abs(chroma_d - chroma_b).max(axis=0) <= max_chroma_shift
         if blue_band is not None and darker.shape[0] > blue_band:
-            out &= chroma_d[blue_band] >= chroma_b[blue_band] - 0.005
+            out &= chroma_d[blue_band] >= chroma_b[blue_band] + min_blue_gain
     return out
 
 

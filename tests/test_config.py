@@ -57,13 +57,20 @@ def test_real_objects_land_in_the_right_category():
         "An-124": ((69, 73), "aircraft"), "Il-76": ((47, 50), "aircraft"),
         "Su-24 swept": ((22.5, 10.4), "aircraft"), "Su-24 spread": ((22.5, 17.6), "aircraft"),
         "Su-35": ((21.9, 15.3), "aircraft"), "business jet": ((16, 14), "aircraft"),
-        "Ka-52 fuselage": ((14, 7.3), "aircraft"), "Mi-8 fuselage": ((18.3, 4.8), "aircraft"),
+        "Ka-52 fuselage": ((14, 7.3), "aircraft"), "Mi-8 with fuel tanks": ((18.3, 5.4), "aircraft"),
         "Mi-8 rotor": ((25, 21.3), "aircraft"), "S-400 5P85T": ((21.5, 3.2), "launcher"),
         "TEL": ((12, 3.2), "launcher"), "radar": ((10, 3.0), "launcher"),
+        "TEL measured with blur and shadow": ((14, 4.8), "launcher"),
     }
     for name, ((length, width), category) in cases.items():
         cls, _ = footprint_class(max(length, width), min(length, width), classes)
         assert cls is not None and cls.category == category, name
+    expected_class = {"Su-24 swept": "combat-jet", "Su-24 spread": "combat-jet",
+                      "Su-35": "combat-jet", "An-124": "large-transport",
+                      "Ka-52 fuselage": "helicopter", "S-400 5P85T": "sam-launcher"}
+    for name, klass in expected_class.items():
+        (length, width), _ = cases[name]
+        assert footprint_class(max(length, width), min(length, width), classes)[0].name == klass, name
     for name, (length, width) in {"car": (4.4, 1.8), "small truck": (6.5, 2.4)}.items():
         cls, _ = footprint_class(length, width, classes)
         assert cls is None, name
