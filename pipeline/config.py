@@ -54,6 +54,8 @@ class DifferenceConfig(_Strict):
     closing_m: float = Field(1.5, ge=0, description="morphological closing radius joining pieces of one object")
     opening_m: float = Field(0.5, ge=0, description="morphological opening radius removing specks")
     min_area_m2: float = Field(6.0, ge=0, description="blobs smaller than this are never reported")
+    min_pixels: int = Field(12, ge=1, description="a blob must cover this many pixels to be measured "
+                            "(at coarse resolutions no class can be told apart)")
     nodata_margin_px: int = Field(8, ge=0, le=256, description="pixels this close to nodata never count "
                                   "(resampling and compression blur the edge of the data)")
 
@@ -114,6 +116,26 @@ class OutputConfig(_Strict):
     chip_m: float = Field(100.0, gt=0, description="side of the before/after chips in report.html, metres")
 
 
+class Zone(_Strict):
+    """A named area of the site (e.g. ``apron``, ``sam-site``) for counts per zone."""
+
+    name: str = Field(min_length=1, description="unique name, used in timeline.csv")
+    polygon_lonlat: list[tuple[float, float]] = Field(
+        min_length=3, description="outline as [lon, lat] vertices, degrees (EPSG:4326)")
+
+    @model_validator(mode="after")
+    def _valid_polygon(self):
+        from shapely.geometry import Polygon
+
+        for lon, lat in self.polygon_lonlat:
+            if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+                raise ValueError(f"vertex [{lon}, {lat}] is not a lon/lat position in degrees")
+        poly = Polygon(self.polygon_lonlat)
+        if not poly.is_valid or poly.area == 0:
+            raise ValueError("polygon_lonlat must outline a simple polygon (no self-crossing)")
+        return self
+
+
 class Config(_Strict):
     input: InputConfig = InputConfig()
     coregistration: CoregistrationConfig = CoregistrationConfig()
@@ -123,6 +145,8 @@ class Config(_Strict):
     min_overlap: float = Field(0.05, ge=0, le=1, description="least share of BEFORE covered by valid AFTER")
     processing: ProcessingConfig = ProcessingConfig()
     output: OutputConfig = OutputConfig()
+    zones: list[Zone] = Field(default_factory=list, description="optional named lon/lat "
+                              "polygons; batch timelines count detections per zone")
 
     @model_validator(mode="after")
     def _unique_classes(self):
@@ -131,6 +155,9 @@ class Config(_Strict):
             raise ValueError("class names must be unique")
         if not names:
             raise ValueError("at least one footprint class is needed")
+        zones = [z.name for z in self.zones]
+        if len(set(zones)) != len(zones):
+            raise ValueError("zone names must be unique")
         return self
 
     @property

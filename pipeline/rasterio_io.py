@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import cv2
 import numpy as np
 import rasterio
 import rasterio.shutil
@@ -180,8 +181,11 @@ def read_window(ds, window: Window, *, bands: list[int] | None = None,
     """Read ``window`` as float32 (bands, rows, cols) and its validity mask (rows, cols).
 
     A pixel is valid when the dataset mask (nodata, mask band, alpha) says so, no band equals the
-    ``nodata`` override, and every band is finite. Pixels outside the raster are invalid.
+    ``nodata`` override, and every band is finite. ``ds`` is a rasterio dataset or an
+    :class:`AfterOnGrid`.
     """
+    if isinstance(ds, AfterOnGrid):
+        return ds.read_window(window, bands=bands)
     if bands is None:
         bands = data_bands(ds)
     data = ds.read(bands, window=window, boundless=False, out_dtype="float32")
@@ -192,6 +196,112 @@ def read_window(ds, window: Window, *, bands: list[int] | None = None,
         valid &= np.all(np.isfinite(data), axis=0)
         data[:, ~valid] = 0
     return data, valid
+
+
+def _all_valid(ds, nodata: float | None) -> bool:
+    """True when the file declares no nodata, mask or alpha (and no override applies)."""
+    from rasterio.enums import MaskFlags
+    if ds.nodata is not None or nodata is not None:
+        return False
+    if any(ci == ColorInterp.alpha for ci in ds.colorinterp):
+        return False
+    return all(flags == [MaskFlags.all_valid] for flags in ds.mask_flag_enums) and \
+        all(dt.startswith(("uint", "int")) for dt in ds.dtypes)
+
+
+class AfterOnGrid:
+    """AFTER seen on the BEFORE grid, its measured shift undone: windows read on demand.
+
+    When AFTER's grid differs from BEFORE's only by a translation (same CRS, pixel size and
+    orientation: the usual case of two tiles of one product), windows are read straight from
+    the file and moved by the fractional offset with a cubic kernel (``cv2.warpAffine``); any
+    other case goes through GDAL's warper (a ``WarpedVRT``, cubic).
+    """
+
+    def __init__(self, ds, grid: Grid, *, shift_px: tuple[float, float] = (0.0, 0.0),
+                 nodata: float | None = None):
+        self.ds = ds
+        self.grid = grid
+        self.shift_px = shift_px
+        self.nodata = nodata
+        self.bands = data_bands(ds)
+        self._offset = self._translation_only(ds, grid)
+        self._vrt = None if self._offset is not None else warped_onto(
+            ds, grid, shift_px=shift_px, nodata=nodata)
+        self._all_valid = _all_valid(ds, nodata)
+
+    @staticmethod
+    def _translation_only(ds, grid: Grid) -> tuple[float, float] | None:
+        """Position of BEFORE's pixel (0, 0) in AFTER's pixel coordinates, if only translated."""
+        if ds.crs != grid.crs:
+            return None
+        a, b = ds.transform, grid.transform
+        if a.b or a.d or b.b or b.d:
+            return None
+        if not (math.isclose(a.a, b.a, rel_tol=1e-9) and math.isclose(a.e, b.e, rel_tol=1e-9)):
+            return None
+        col, row = ~a * (b.c, b.f)
+        return float(col), float(row)
+
+    @property
+    def count(self) -> int:
+        return len(self.bands)
+
+    def read_window(self, window: Window, *, bands: list[int] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """(bands, rows, cols) float32 and validity of ``window`` of the BEFORE grid."""
+        idx = list(range(1, len(self.bands) + 1)) if bands is None else bands
+        if self._vrt is not None:
+            return read_window(self._vrt, window, bands=idx, nodata=self.nodata)
+        src_bands = [self.bands[i - 1] for i in idx]
+        ox, oy = self._offset
+        x0 = window.col_off + self.shift_px[0] + ox
+        y0 = window.row_off + self.shift_px[1] + oy
+        pad = 2
+        ix, iy = math.floor(x0) - pad, math.floor(y0) - pad
+        w, h = int(window.width), int(window.height)
+        src_w, src_h = w + 2 * pad + 2, h + 2 * pad + 2
+        data = np.zeros((len(src_bands), src_h, src_w), np.float32)
+        valid = np.zeros((src_h, src_w), np.uint8)
+        inter = Window(ix, iy, src_w, src_h).intersection(Window(0, 0, self.ds.width, self.ds.height)) \
+            if (ix < self.ds.width and iy < self.ds.height and ix + src_w > 0 and iy + src_h > 0) else None
+        if inter is not None:
+            d, v = read_window(self.ds, inter, bands=src_bands, nodata=self.nodata)
+            r0, c0 = int(inter.row_off - iy), int(inter.col_off - ix)
+            data[:, r0:r0 + d.shape[1], c0:c0 + d.shape[2]] = d
+            valid[r0:r0 + d.shape[1], c0:c0 + d.shape[2]] = v
+        fx, fy = x0 - ix, y0 - iy
+        m = np.float32([[1, 0, fx], [0, 1, fy]])
+        flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
+        out = np.empty((len(src_bands), h, w), np.float32)
+        for k in range(len(src_bands)):
+            out[k] = cv2.warpAffine(data[k], m, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        if self._all_valid and inter is not None and inter.width == src_w and inter.height == src_h:
+            ok = np.ones((h, w), bool)
+        else:
+            # a pixel is valid when every source pixel its cubic kernel touches is valid
+            grown = cv2.erode(valid, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                              borderValue=0)
+            ok = cv2.warpAffine(grown, m, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0
+        return out, ok
+
+    def read_display(self, grid: Grid, *, bands: list[int] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        idx = list(range(1, len(self.bands) + 1)) if bands is None else bands
+        if self._vrt is None:
+            self._vrt = warped_onto(self.ds, self.grid, shift_px=self.shift_px, nodata=self.nodata)
+        return read_display(self._vrt, grid, bands=idx, nodata=self.nodata)
+
+    def close(self) -> None:
+        if self._vrt is not None:
+            self._vrt.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def read_decimated(ds, factor: int, *, bands: list[int] | None = None,
@@ -208,6 +318,38 @@ def read_decimated(ds, factor: int, *, bands: list[int] | None = None,
         valid &= ~np.all(data == nodata, axis=0)
     valid &= np.all(np.isfinite(data), axis=0)
     return data, valid
+
+
+def valid_lowres(ds, grid: Grid, *, nodata: float | None = None) -> np.ndarray:
+    """Where ``ds`` holds valid data, on a coarse ``grid`` (nearest), (M, N) bool.
+
+    A file that declares no nodata, mask or alpha is valid over its whole footprint, which is
+    rasterised without reading a pixel; otherwise the file is read through a coarse warp.
+    """
+    if _all_valid(ds, nodata):
+        left, bottom, right, top = ds.bounds
+        ring = [(left, bottom), (right, bottom), (right, top), (left, top), (left, bottom)]
+        geom = {"type": "Polygon", "coordinates": [ring]}
+        if ds.crs != grid.crs:
+            from rasterio.warp import transform_geom
+            geom = transform_geom(ds.crs, grid.crs, geom, antimeridian_cutting=False,
+                                  precision=-1)
+            geom = _densified_check(geom, ds.name)
+        from rasterio.features import rasterize
+        return rasterize([(geom, 1)], out_shape=(grid.height, grid.width),
+                         transform=grid.transform, fill=0, dtype="uint8").astype(bool)
+    with warped_onto(ds, grid, nodata=nodata, resampling=Resampling.nearest) as lr:
+        _, valid = read_display(lr, grid, bands=list(range(1, len(data_bands(ds)) + 1)),
+                                nodata=nodata)
+    return valid
+
+
+def _densified_check(geom: dict, name) -> dict:
+    coords = np.asarray(geom["coordinates"][0], float)
+    if not np.all(np.isfinite(coords)):
+        raise InputError(f"{name}: its footprint cannot be transformed to the BEFORE CRS "
+                         "(a PROJ grid may be missing)")
+    return geom
 
 
 def block_windows(width: int, height: int, block_px: int, margin_px: int
@@ -331,6 +473,8 @@ def decimated_grid(grid: Grid, max_side_px: int) -> tuple[Grid, int]:
 def read_display(ds, grid: Grid, *, bands: list[int], nodata: float | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Read ``ds`` (already on the full grid) resampled to the coarser ``grid``, with validity."""
+    if isinstance(ds, AfterOnGrid):
+        return ds.read_display(grid, bands=bands)
     data = ds.read(bands, out_shape=(len(bands), grid.height, grid.width),
                    resampling=Resampling.average, out_dtype="float32")
     valid = ds.dataset_mask(out_shape=(grid.height, grid.width),

@@ -103,6 +103,8 @@ def sample_windows(valid_lr: np.ndarray, factor: int, grid: rio.Grid, *, window_
 
 
 def _data_band_indexes(ds) -> list[int]:
+    if isinstance(ds, rio.AfterOnGrid):
+        return list(range(1, ds.count + 1))
     return list(range(1, len(rio.data_bands(ds)) + 1))
 
 
@@ -136,7 +138,7 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
     threads = config.processing.threads or os.cpu_count() or 1
     cv2.setNumThreads(threads)
     nodata = config.input.nodata
-    with rasterio.Env(GDAL_NUM_THREADS=str(threads)), \
+    with rasterio.Env(GDAL_NUM_THREADS=str(threads), GDAL_CACHEMAX=256), \
             rio.open_raster(before, "BEFORE") as b_ds, rio.open_raster(after, "AFTER") as a_ds:
         grid = rio.grid_of(b_ds)
         res = grid.mean_res_m
@@ -145,10 +147,8 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
 
         with watch.stage("overlap"):
             lr_grid, factor = rio.decimated_grid(grid, 1024)
-            _, b_valid_lr = rio.read_display(b_ds, lr_grid, bands=b_bands, nodata=nodata)
-            with rio.warped_onto(a_ds, lr_grid, nodata=nodata, resampling=Resampling.nearest) as lr:
-                _, a_valid_lr = rio.read_display(lr, lr_grid, bands=_data_band_indexes(lr),
-                                                 nodata=nodata)
+            b_valid_lr = rio.valid_lowres(b_ds, lr_grid, nodata=nodata)
+            a_valid_lr = rio.valid_lowres(a_ds, lr_grid, nodata=nodata)
             overlap = float(a_valid_lr.mean())
             joint_lr = b_valid_lr & a_valid_lr
         if not joint_lr.any():
@@ -180,7 +180,7 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
         if shift is not None:
             log.info("shift of AFTER: dx=%.3f px dy=%.3f px quality=%.2f", dx, dy, shift.quality)
 
-        with rio.warped_onto(a_ds, grid, shift_px=(dx, dy), nodata=nodata) as a_vrt:
+        with rio.AfterOnGrid(a_ds, grid, shift_px=(dx, dy), nodata=nodata) as a_vrt:
             a_bands = _data_band_indexes(a_vrt)
             with watch.stage("radiometry"):
                 rad, sigma, _ = _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, config)
@@ -248,7 +248,7 @@ def _measure_shift(b_ds, a_ds, grid, windows, config: Config) -> Shift | None:
     cfg = config.coregistration
     nodata = config.input.nodata
     samples = []
-    with rio.warped_onto(a_ds, grid, nodata=nodata) as a0:
+    with rio.AfterOnGrid(a_ds, grid, nodata=nodata) as a0:
         a_bands = _data_band_indexes(a0)
         for w in windows:
             b, vb = rio.read_window(b_ds, w, nodata=nodata)
@@ -311,10 +311,20 @@ def _smoothed_difference(b: np.ndarray, a: np.ndarray, sigma_px: float) -> list[
             for k in range(b.shape[0])]
 
 
+CELL_PX = 256
+
+
 def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad, sigma,
                 grid: rio.Grid, config: Config, watch: _Stopwatch) -> np.ndarray:
-    """Pass 1: the cleaned change mask of one block's core (0/1, 255 where invalid)."""
+    """Pass 1: the cleaned change mask of one block's core (0/1, 255 where invalid).
+
+    The score can never exceed the plain smoothed difference, so ``CELL_PX`` cells with no
+    pixel above the low threshold within the mask's reach are known to hold no change, and
+    only the other cells go through the full (costlier) computation, exactly as they would in
+    a whole-array run.
+    """
     nodata = config.input.nodata
+    d = config.difference
     with watch.stage("read"):
         b, vb = rio.read_window(b_ds, padded, bands=b_bands, nodata=nodata)
         a, va = rio.read_window(a_vrt, padded, bands=a_bands, nodata=nodata)
@@ -322,16 +332,36 @@ def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad
         valid = vb & va
         b, a = comparable(b, a)
         a = normalise(a, rad)
-        score = change_score(b, a, valid, sigma, smoothing_px=config.difference.smoothing_px,
-                             tolerance_px=config.difference.tolerance_px)
-        shadow = shadow_change(b, a)
-        mask = change_mask(score, valid, grid.mean_res_m, config.difference, shadow=shadow)
+        bound = np.zeros(valid.shape, np.float32)
+        for k in range(b.shape[0]):
+            diff = cv2.absdiff(_smooth(a[k], d.smoothing_px), _smooth(b[k], d.smoothing_px))
+            np.maximum(bound, diff * (1.0 / float(sigma[k])), out=bound)
+        candidate = (bound > d.low_threshold_sigma) & valid
         r0 = int(core.row_off - padded.row_off)
         c0 = int(core.col_off - padded.col_off)
-        sl = (slice(r0, r0 + int(core.height)), slice(c0, c0 + int(core.width)))
-        out = mask[sl].astype(np.uint8)
-        out[~valid[sl]] = rio.MaskWriter.NODATA
+        h, w = int(core.height), int(core.width)
+        out = np.zeros((h, w), np.uint8)
+        reach = mask_reach_px(d, grid.mean_res_m)
+        for cr in range(r0, r0 + h, CELL_PX):
+            for cc in range(c0, c0 + w, CELL_PX):
+                ch, cw = min(CELL_PX, r0 + h - cr), min(CELL_PX, c0 + w - cc)
+                y0, x0 = max(0, cr - reach), max(0, cc - reach)
+                y1, x1 = min(valid.shape[0], cr + ch + reach), min(valid.shape[1], cc + cw + reach)
+                if not candidate[y0:y1, x0:x1].any():
+                    continue
+                sub = (slice(y0, y1), slice(x0, x1))
+                score = change_score(b[(slice(None),) + sub], a[(slice(None),) + sub], valid[sub],
+                                     sigma, smoothing_px=d.smoothing_px, tolerance_px=d.tolerance_px)
+                shadow = shadow_change(b[(slice(None),) + sub], a[(slice(None),) + sub])
+                mask = change_mask(score, valid[sub], grid.mean_res_m, d, shadow=shadow)
+                out[cr - r0:cr - r0 + ch, cc - c0:cc - c0 + cw] = \
+                    mask[cr - y0:cr - y0 + ch, cc - x0:cc - x0 + cw]
+        out[~valid[r0:r0 + h, c0:c0 + w]] = rio.MaskWriter.NODATA
     return out
+
+
+def _smooth(band: np.ndarray, sigma_px: float) -> np.ndarray:
+    return cv2.GaussianBlur(band, (0, 0), sigma_px) if sigma_px > 0 else band
 
 
 def _detect_block(writer: rio.MaskWriter, b_ds, a_vrt, core: Window, padded: Window, b_bands,
@@ -347,7 +377,7 @@ def _detect_block(writer: rio.MaskWriter, b_ds, a_vrt, core: Window, padded: Win
     full = Window(0, 0, grid.width, grid.height)
     dets = []
     for blob in blobs:
-        if blob.area_m2 < d.min_area_m2 or footprint_class(blob.length_m, blob.width_m,
+        if blob.area_px < d.min_pixels or blob.area_m2 < d.min_area_m2 or footprint_class(blob.length_m, blob.width_m,
                                                            config.classes)[0] is None:
             continue
         c0, r0, c1, r1 = blob.bbox_px

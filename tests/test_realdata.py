@@ -45,3 +45,16 @@ def test_airbus_g5_recut_control_shift_and_no_detections(tmp_path):
     assert result.detections == []
     fc = json.loads((tmp_path / "out" / "detections.geojson").read_text())
     assert fc["features"] == []
+
+
+def test_airbus_g8_overlapping_crops_with_true_offset_have_no_residual_shift(tmp_path):
+    # SOURCE.md: ef92f434[y + 768, x - 512] == e9021b38[y, x]: AFTER's pixel (0, 0) lies at
+    # BEFORE's (512, -768)
+    before = wrap_plain_image(_airbus("e9021b38"), tmp_path / "before.tif", gsd_m=0.5)
+    after = wrap_plain_image(_airbus("ef92f434"), tmp_path / "after.tif", gsd_m=0.5,
+                             offset_px=(512, -768))
+    result = run_pair(before, after, tmp_path / "out", _config(nodata=0))
+    co = result.report["coregistration"]
+    assert abs(co["shift_x_px"]) < 0.05 and abs(co["shift_y_px"]) < 0.05, co
+    assert 0.5 < result.report["overlap"] < 0.62  # SOURCE.md: 56 %
+    assert result.detections == []

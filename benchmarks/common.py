@@ -1,0 +1,75 @@
+"""Helpers shared by the benchmark scripts: large synthetic pairs (cached) and measurements."""
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+
+from pipeline import synth
+
+CACHE = Path(os.environ.get("DETECT_CHANGES_BENCH_CACHE", Path(__file__).parent / ".cache"))
+
+
+def large_pair(size_px: int, *, tile_px: int = 2048, shift_px=(2.3, -1.6)) -> tuple[Path, Path]:
+    """A ``size_px`` square BEFORE/AFTER pair (RGB uint8, tiled deflate GeoTIFF), made once.
+
+    Tiled from a few synthetic 2048 px scenes (different seeds) placed side by side on one
+    grid at Hmeimim, so every part of it holds apron, objects and changes.
+    """
+    folder = CACHE / f"pair_{size_px}"
+    before, after = folder / "before.tif", folder / "after.tif"
+    if before.exists() and after.exists():
+        return before, after
+    folder.mkdir(parents=True, exist_ok=True)
+    scenes = [synth.make_pair(seed=s, size_px=tile_px, shift_px=shift_px, scenario="random")
+              for s in range(4)]
+    t0 = scenes[0].transform
+    transform = Affine(t0.a, 0, t0.c, 0, t0.e, t0.f)
+    profile = dict(driver="GTiff", width=size_px, height=size_px, count=3, dtype="uint8",
+                   crs=scenes[0].crs, transform=transform, tiled=True, blockxsize=512,
+                   blockysize=512, compress="deflate", predictor=2, BIGTIFF="IF_SAFER")
+    tmp_b, tmp_a = before.with_suffix(".part"), after.with_suffix(".part")
+    with rasterio.open(tmp_b, "w", **profile) as db, rasterio.open(tmp_a, "w", **profile) as da:
+        k = 0
+        for row in range(0, size_px, tile_px):
+            for col in range(0, size_px, tile_px):
+                sc = scenes[k % len(scenes)]
+                k += 1
+                h, w = min(tile_px, size_px - row), min(tile_px, size_px - col)
+                win = rasterio.windows.Window(col, row, w, h)
+                db.write(sc.before[:, :h, :w], window=win)
+                da.write(sc.after[:, :h, :w], window=win)
+    tmp_b.rename(before)
+    tmp_a.rename(after)
+    return before, after
+
+
+def plain_read_s(*paths: Path, block_px: int = 1024) -> float:
+    """Seconds to read every pixel of the files with rasterio, block by block (the baseline)."""
+    t = time.perf_counter()
+    for p in paths:
+        with rasterio.open(p) as ds:
+            for row in range(0, ds.height, block_px):
+                for col in range(0, ds.width, block_px):
+                    w = rasterio.windows.Window(col, row, min(block_px, ds.width - col),
+                                                min(block_px, ds.height - row))
+                    ds.read(window=w)
+    return time.perf_counter() - t
+
+
+def run_command(cmd: list[str]) -> tuple[float, float]:
+    """Run a command; return (wall seconds, peak RSS of the child in MB)."""
+    t = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if done.returncode != 0:
+        sys.exit(f"command failed: {' '.join(map(str, cmd))}\n{done.stderr}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, peak_kb / 1024

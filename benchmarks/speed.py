@@ -1,0 +1,61 @@
+"""Speed and memory of ``detect-changes`` on large synthetic pairs, against a plain read.
+
+For each size: wall time, megapixels per second (of the BEFORE grid), peak resident memory of
+the ``detect-changes`` process, and the ratio of its wall time to a plain block-by-block
+rasterio read of both input files, measured in the same run. Pairs are made once and cached in
+``benchmarks/.cache`` (set DETECT_CHANGES_BENCH_CACHE to move it).
+
+    python benchmarks/speed.py                 # 4000, 8000 and 16000 px
+    python benchmarks/speed.py --sizes 30000   # add the 30000 px pair (about 5 GB of files)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import large_pair, plain_read_s  # noqa: E402
+
+MEASURE = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+           "rc = subprocess.run(sys.argv[1:]).returncode; w = time.perf_counter() - t; "
+           "print(w, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)")
+
+
+def measure(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of ``cmd``, measured in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True)
+    wall, rss_kb, rc = out.stdout.split()[-3:]
+    if rc != "0":
+        sys.exit(f"failed: {' '.join(cmd)}\n{out.stderr}")
+    return float(wall), int(rss_kb) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[4000, 8000, 16000])
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    exe = shutil.which("detect-changes") or str(Path(sys.executable).parent / "detect-changes")
+    print(f"{'size':>7} {'MP':>6} {'read s':>7} {'run s':>7} {'MP/s':>6} {'ratio':>6} "
+          f"{'peak MB':>8} {'detections':>10}")
+    for size in args.sizes:
+        before, after = large_pair(size)
+        read_s = min(plain_read_s(before, after) for _ in range(2))
+        with tempfile.TemporaryDirectory() as tmp:
+            wall, rss = measure([exe, str(before), str(after), "--out", tmp, "-q",
+                                 "--threads", str(args.threads)])
+            report = json.loads((Path(tmp) / "report.json").read_text())
+        mp = size * size / 1e6
+        print(f"{size:>7} {mp:>6.0f} {read_s:>7.2f} {wall:>7.2f} {mp / wall:>6.1f} "
+              f"{wall / read_s:>6.2f} {rss:>8.0f} {report['detections']:>10}", flush=True)
+        print("        stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings_s"].items()),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
