@@ -29,6 +29,8 @@ class InputConfig(_Strict):
 
 class CoregistrationConfig(_Strict):
     enabled: bool = True
+    mode: Literal["global", "local"] = Field(
+        "global", description="global: one shift; local: a smooth shift field (relief, lean)")
     window_px: int = Field(512, ge=64, le=4096, description="side of each matching window, pixels")
     grid: int = Field(4, ge=1, le=16, description="windows are laid on a grid x grid pattern")
     max_shift_px: float = Field(32.0, gt=0, description="largest residual shift searched, BEFORE pixels")
@@ -36,6 +38,11 @@ class CoregistrationConfig(_Strict):
     inlier_tolerance_px: float = Field(0.5, gt=0, description="windows within this of the consensus agree")
     min_quality: float = Field(0.2, ge=0, le=1, description="below this the shift is refused (exit 2)")
     refine_iterations: int = Field(3, ge=0, le=10)
+    local_grid_px: int = Field(256, ge=32, description="spacing of the local field's nodes")
+    local_window_px: int = Field(256, ge=64, le=2048, description="window measured at each node")
+    local_max_nodes: int = Field(32, ge=2, le=256, description="at most this many nodes per side")
+    local_max_deviation_px: float = Field(3.0, gt=0, description="nodes further from the global "
+                                          "shift are rejected")
 
 
 class RadiometryConfig(_Strict):

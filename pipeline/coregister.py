@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import cv2
@@ -240,3 +241,133 @@ def refine_shift(windows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], dx: f
         if abs(rdx) < 0.005 and abs(rdy) < 0.005:
             break
     return dx, dy
+
+
+@dataclass(frozen=True)
+class ShiftField:
+    """A smooth field of AFTER's displacement over the BEFORE grid (local co-registration).
+
+    Nodes lie at ``cols_px`` x ``rows_px``; ``dx_px``/``dy_px`` (ny, nx) hold the smoothed
+    displacement, ``measured`` marks the nodes whose own window gave an accepted measurement.
+    Calling the field with arrays of columns and rows interpolates it bilinearly (constant
+    beyond the outer nodes).
+    """
+
+    cols_px: np.ndarray
+    rows_px: np.ndarray
+    dx_px: np.ndarray
+    dy_px: np.ndarray
+    measured: np.ndarray
+    raw_dx_px: np.ndarray
+    raw_dy_px: np.ndarray
+
+    def __call__(self, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        fc = np.interp(cols, self.cols_px, np.arange(self.cols_px.size)).astype(np.float32)
+        fr = np.interp(rows, self.rows_px, np.arange(self.rows_px.size)).astype(np.float32)
+        out = []
+        for values in (self.dx_px, self.dy_px):
+            if values.size == 1:
+                out.append(np.full(np.shape(cols), float(values.flat[0]), np.float32))
+                continue
+            out.append(cv2.remap(values.astype(np.float32), fc, fr, cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REPLICATE) if fc.ndim == 2 else
+                       ndimage.map_coordinates(values, [fr, fc], order=1, mode="nearest"))
+        return out[0], out[1]
+
+    def summary(self) -> dict:
+        m = self.measured
+        return {
+            "nodes": int(m.size), "measured": int(m.sum()),
+            "grid_cols_px": [round(float(c), 1) for c in self.cols_px],
+            "grid_rows_px": [round(float(r), 1) for r in self.rows_px],
+            "dx_px": {"min": round(float(self.dx_px.min()), 3), "max": round(float(self.dx_px.max()), 3),
+                      "mean": round(float(self.dx_px.mean()), 3), "std": round(float(self.dx_px.std()), 3)},
+            "dy_px": {"min": round(float(self.dy_px.min()), 3), "max": round(float(self.dy_px.max()), 3),
+                      "mean": round(float(self.dy_px.mean()), 3), "std": round(float(self.dy_px.std()), 3)},
+            "field_dx_px": np.round(self.dx_px, 3).tolist(),
+            "field_dy_px": np.round(self.dy_px, 3).tolist(),
+            "measured_mask": m.astype(int).tolist(),
+        }
+
+
+def estimate_field(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarray, np.ndarray]],
+                   cols_px: np.ndarray, rows_px: np.ndarray, global_shift: tuple[float, float], *,
+                   max_deviation_px: float = 3.0, min_peak: float = 0.05,
+                   neighbour_tolerance_px: float = 0.5, band: int | None = None) -> ShiftField:
+    """A shift field from windows centred on the nodes of a regular grid.
+
+    Parameters
+    ----------
+    windows : list of ((col_px, row_px), before, after, valid)
+        One window per node that has enough valid pixels; AFTER on the BEFORE grid without
+        any shift applied.
+    cols_px, rows_px : (nx,), (ny,) ndarray
+        Node positions on the BEFORE grid.
+    global_shift : (dx_px, dy_px)
+        The global consensus, the starting point of every window and the fallback.
+    max_deviation_px : float
+        Nodes whose shift differs from the global one by more are rejected.
+    min_peak : float
+        Nodes whose correlation peak is weaker are rejected.
+    neighbour_tolerance_px : float
+        Nodes that differ from the median of their measured neighbours by more are rejected.
+
+    Notes
+    -----
+    Nodes that disagree with their neighbours are rejected; they and the unmeasured nodes take
+    the median of their measured neighbours (or the global shift), and the field is smoothed by
+    a Gaussian of half a node: relief and building lean vary smoothly, a window fooled by a
+    moving shadow does not. This is the
+    tie-point filtering of AROSICS (Scheffler et al. 2017) with a smooth field in place of its
+    affine fit.
+    """
+    gdx, gdy = global_shift
+    ny, nx = rows_px.size, cols_px.size
+    raw_dx = np.full((ny, nx), np.nan)
+    raw_dy = np.full((ny, nx), np.nan)
+    col_index = {round(float(c), 3): i for i, c in enumerate(cols_px)}
+    row_index = {round(float(r), 3): j for j, r in enumerate(rows_px)}
+    for (col, row), before, after, valid in windows:
+        i, j = col_index.get(round(float(col), 3)), row_index.get(round(float(row), 3))
+        if i is None or j is None:
+            continue
+        ref = _fill_invalid(to_luminance(before, band), valid)
+        mov = _fill_invalid(to_luminance(after, band), valid)
+        if float(ref.std()) < 1e-6 or float(mov.std()) < 1e-6:
+            continue
+        rdx, rdy, peak = window_shift(ref, _translate(mov, gdx, gdy), refine_iterations=2)
+        if peak < min_peak or math.hypot(rdx, rdy) > max_deviation_px:
+            continue
+        raw_dx[j, i], raw_dy[j, i] = gdx + rdx, gdy + rdy
+    measured = np.isfinite(raw_dx)
+    # reject nodes that disagree with their measured neighbours
+    keep = measured.copy()
+    for j in range(ny):
+        for i in range(nx):
+            if not measured[j, i]:
+                continue
+            sl = (slice(max(0, j - 1), j + 2), slice(max(0, i - 1), i + 2))
+            nb = measured[sl].copy()
+            nb[min(j, 1), min(i, 1)] = False
+            if nb.sum() >= 2:
+                mdx = np.median(raw_dx[sl][nb])
+                mdy = np.median(raw_dy[sl][nb])
+                if math.hypot(raw_dx[j, i] - mdx, raw_dy[j, i] - mdy) > neighbour_tolerance_px:
+                    keep[j, i] = False
+    dx = np.where(keep, raw_dx, np.nan)
+    dy = np.where(keep, raw_dy, np.nan)
+    for values, fallback in ((dx, gdx), (dy, gdy)):
+        for _ in range(max(nx, ny)):
+            missing = ~np.isfinite(values)
+            if not missing.any():
+                break
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN neighbourhoods
+                filled = ndimage.generic_filter(values, np.nanmedian, size=3, mode="nearest")
+            values[missing] = filled[missing]
+        values[~np.isfinite(values)] = fallback
+    # light smoothing: outliers are gone already, and a heavier one flattens real gradients
+    dx = ndimage.gaussian_filter(dx, 0.5, mode="nearest")
+    dy = ndimage.gaussian_filter(dy, 0.5, mode="nearest")
+    return ShiftField(np.asarray(cols_px, float), np.asarray(rows_px, float), dx, dy, keep,
+                      raw_dx, raw_dy)

@@ -212,23 +212,31 @@ def _all_valid(ds, nodata: float | None) -> bool:
 class AfterOnGrid:
     """AFTER seen on the BEFORE grid, its measured shift undone: windows read on demand.
 
-    When AFTER's grid differs from BEFORE's only by a translation (same CRS, pixel size and
-    orientation: the usual case of two tiles of one product), windows are read straight from
-    the file and moved by the fractional offset with a cubic kernel (``cv2.warpAffine``); any
-    other case goes through GDAL's warper (a ``WarpedVRT``, cubic).
+    ``shift_px`` is one displacement for the whole scene, or a callable ``field(cols, rows) ->
+    (dx, dy)`` giving it per pixel (local co-registration). A window is read from a source
+    that lies on BEFORE's pixel lattice up to a translation, then resampled with a cubic
+    kernel (``cv2.warpAffine`` for one shift, ``cv2.remap`` for a field). When AFTER's grid
+    differs from BEFORE's only by a translation (same CRS, pixel size and orientation: two
+    tiles of one product) that source is the file itself; otherwise GDAL's warper puts AFTER on
+    the BEFORE grid first (a ``WarpedVRT``, cubic).
     """
 
-    def __init__(self, ds, grid: Grid, *, shift_px: tuple[float, float] = (0.0, 0.0),
-                 nodata: float | None = None):
+    def __init__(self, ds, grid: Grid, *, shift_px=(0.0, 0.0), nodata: float | None = None):
         self.ds = ds
         self.grid = grid
         self.shift_px = shift_px
+        self.field = shift_px if callable(shift_px) else None
         self.nodata = nodata
         self.bands = data_bands(ds)
-        self._offset = self._translation_only(ds, grid)
-        self._vrt = None if self._offset is not None else warped_onto(
-            ds, grid, shift_px=shift_px, nodata=nodata)
-        self._all_valid = _all_valid(ds, nodata)
+        offset = self._translation_only(ds, grid)
+        if offset is not None:
+            self._src, self._offset, self._vrt = ds, offset, None
+            self._src_bands = self.bands
+        else:
+            self._vrt = warped_onto(ds, grid, nodata=nodata)
+            self._src, self._offset = self._vrt, (0.0, 0.0)
+            self._src_bands = list(range(1, len(self.bands) + 1))
+        self._all_valid = _all_valid(ds, nodata) and offset is not None
 
     @staticmethod
     def _translation_only(ds, grid: Grid) -> tuple[float, float] | None:
@@ -247,51 +255,79 @@ class AfterOnGrid:
     def count(self) -> int:
         return len(self.bands)
 
+    def _read_source(self, col0: int, row0: int, width: int, height: int, bands: list[int]):
+        """Source pixels [row0, row0 + height) x [col0, col0 + width), zero and invalid outside."""
+        src = self._src
+        data = np.zeros((len(bands), height, width), np.float32)
+        valid = np.zeros((height, width), np.uint8)
+        full = Window(0, 0, src.width, src.height)
+        if col0 < src.width and row0 < src.height and col0 + width > 0 and row0 + height > 0:
+            inter = Window(col0, row0, width, height).intersection(full)
+            d, v = read_window(src, inter, bands=bands, nodata=self.nodata)
+            r, c = int(inter.row_off - row0), int(inter.col_off - col0)
+            data[:, r:r + d.shape[1], c:c + d.shape[2]] = d
+            valid[r:r + d.shape[1], c:c + d.shape[2]] = v
+            whole = inter.width == width and inter.height == height
+        else:
+            whole = False
+        return data, valid, whole
+
     def read_window(self, window: Window, *, bands: list[int] | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
         """(bands, rows, cols) float32 and validity of ``window`` of the BEFORE grid."""
         idx = list(range(1, len(self.bands) + 1)) if bands is None else bands
-        if self._vrt is not None:
-            return read_window(self._vrt, window, bands=idx, nodata=self.nodata)
-        src_bands = [self.bands[i - 1] for i in idx]
+        src_bands = [self._src_bands[i - 1] for i in idx]
         ox, oy = self._offset
-        x0 = window.col_off + self.shift_px[0] + ox
-        y0 = window.row_off + self.shift_px[1] + oy
-        pad = 2
-        ix, iy = math.floor(x0) - pad, math.floor(y0) - pad
         w, h = int(window.width), int(window.height)
-        src_w, src_h = w + 2 * pad + 2, h + 2 * pad + 2
-        data = np.zeros((len(src_bands), src_h, src_w), np.float32)
-        valid = np.zeros((src_h, src_w), np.uint8)
-        inter = Window(ix, iy, src_w, src_h).intersection(Window(0, 0, self.ds.width, self.ds.height)) \
-            if (ix < self.ds.width and iy < self.ds.height and ix + src_w > 0 and iy + src_h > 0) else None
-        if inter is not None:
-            d, v = read_window(self.ds, inter, bands=src_bands, nodata=self.nodata)
-            r0, c0 = int(inter.row_off - iy), int(inter.col_off - ix)
-            data[:, r0:r0 + d.shape[1], c0:c0 + d.shape[2]] = d
-            valid[r0:r0 + d.shape[1], c0:c0 + d.shape[2]] = v
-        fx, fy = x0 - ix, y0 - iy
-        m = np.float32([[1, 0, fx], [0, 1, fy]])
-        flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
+        pad = 3
+        if self.field is None:
+            x0 = window.col_off + self.shift_px[0] + ox
+            y0 = window.row_off + self.shift_px[1] + oy
+            ix, iy = math.floor(x0) - pad, math.floor(y0) - pad
+            data, valid, whole = self._read_source(ix, iy, w + 2 * pad + 1, h + 2 * pad + 1, src_bands)
+            m = np.float32([[1, 0, x0 - ix], [0, 1, y0 - iy]])
+
+            def warp(img, interp, border):
+                return cv2.warpAffine(img, m, (w, h), flags=interp | cv2.WARP_INVERSE_MAP,
+                                      borderMode=border, borderValue=0)
+        else:
+            cols, rows = np.meshgrid(np.arange(w, dtype=np.float32) + window.col_off,
+                                     np.arange(h, dtype=np.float32) + window.row_off)
+            dx, dy = self.field(cols, rows)
+            map_x = cols + dx + ox
+            map_y = rows + dy + oy
+            ix, iy = math.floor(float(map_x.min())) - pad, math.floor(float(map_y.min())) - pad
+            sw = math.ceil(float(map_x.max())) + pad + 1 - ix
+            sh = math.ceil(float(map_y.max())) + pad + 1 - iy
+            data, valid, whole = self._read_source(ix, iy, sw, sh, src_bands)
+            map_x = (map_x - ix).astype(np.float32)
+            map_y = (map_y - iy).astype(np.float32)
+
+            def warp(img, interp, border):
+                return cv2.remap(img, map_x, map_y, interp, borderMode=border, borderValue=0)
         out = np.empty((len(src_bands), h, w), np.float32)
         for k in range(len(src_bands)):
-            out[k] = cv2.warpAffine(data[k], m, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-        if self._all_valid and inter is not None and inter.width == src_w and inter.height == src_h:
+            out[k] = warp(data[k], cv2.INTER_CUBIC, cv2.BORDER_REPLICATE)
+        if self._all_valid and whole:
             ok = np.ones((h, w), bool)
         else:
-            # a pixel is valid when every source pixel its cubic kernel touches is valid
+            # valid where every source pixel the cubic kernel touches is valid
             grown = cv2.erode(valid, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_CONSTANT,
                               borderValue=0)
-            ok = cv2.warpAffine(grown, m, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0
+            ok = warp(grown, cv2.INTER_NEAREST, cv2.BORDER_CONSTANT) > 0
         return out, ok
 
     def read_display(self, grid: Grid, *, bands: list[int] | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
+        """The whole of AFTER on a coarse ``grid`` (shift undone to the nearest coarse pixel)."""
         idx = list(range(1, len(self.bands) + 1)) if bands is None else bands
-        if self._vrt is None:
-            self._vrt = warped_onto(self.ds, self.grid, shift_px=self.shift_px, nodata=self.nodata)
-        return read_display(self._vrt, grid, bands=idx, nodata=self.nodata)
+        if self.field is None:
+            shift = self.shift_px
+        else:
+            cx, cy = np.float32([self.grid.width / 2]), np.float32([self.grid.height / 2])
+            shift = tuple(float(v[0]) for v in self.field(cx, cy))
+        with warped_onto(self.ds, self.grid, shift_px=shift, nodata=self.nodata) as vrt:
+            return read_display(vrt, grid, bands=idx, nodata=self.nodata)
 
     def close(self) -> None:
         if self._vrt is not None:
@@ -332,8 +368,7 @@ def valid_lowres(ds, grid: Grid, *, nodata: float | None = None) -> np.ndarray:
         geom = {"type": "Polygon", "coordinates": [ring]}
         if ds.crs != grid.crs:
             from rasterio.warp import transform_geom
-            geom = transform_geom(ds.crs, grid.crs, geom, antimeridian_cutting=False,
-                                  precision=-1)
+            geom = transform_geom(ds.crs, grid.crs, geom, precision=-1)
             geom = _densified_check(geom, ds.name)
         from rasterio.features import rasterize
         return rasterize([(geom, 1)], out_shape=(grid.height, grid.width),

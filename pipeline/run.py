@@ -25,7 +25,7 @@ from . import rasterio_io as rio
 from .blobs import find_blobs
 from .classify import Detection, classify_blob, footprint_class, ring_around
 from .config import Config
-from .coregister import Shift, estimate_shift
+from .coregister import Shift, estimate_field, estimate_shift
 from .difference import change_mask, change_score, mask_reach_px, shadow_change
 from .errors import InputError, RegistrationError
 from .radiometry import Radiometry, comparable, fit_linear, normalise
@@ -179,8 +179,14 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
         dx, dy = (shift.dx_px, shift.dy_px) if shift is not None else (0.0, 0.0)
         if shift is not None:
             log.info("shift of AFTER: dx=%.3f px dy=%.3f px quality=%.2f", dx, dy, shift.quality)
+        field = None
+        if shift is not None and shift.method != "none (unregistered)" and cfg_c.mode == "local":
+            with watch.stage("coregistration"):
+                field = _measure_field(b_ds, a_ds, grid, joint_lr, factor, (dx, dy), config)
+            log.info("local shift field: %d of %d nodes measured", int(field.measured.sum()),
+                     field.measured.size)
 
-        with rio.AfterOnGrid(a_ds, grid, shift_px=(dx, dy), nodata=nodata) as a_vrt:
+        with rio.AfterOnGrid(a_ds, grid, shift_px=field or (dx, dy), nodata=nodata) as a_vrt:
             a_bands = _data_band_indexes(a_vrt)
             with watch.stage("radiometry"):
                 rad, sigma, _ = _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, config)
@@ -225,7 +231,9 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
             "grid": {"crs": grid.crs.to_string(), "width": grid.width, "height": grid.height,
                      "pixel_size_m": [round(grid.res_m[0], 4), round(grid.res_m[1], 4)]},
             "overlap": round(overlap, 4),
-            "coregistration": report.coregistration_section(shift, grid, allow_unregistered),
+            "coregistration": {**report.coregistration_section(shift, grid, allow_unregistered),
+                               "mode": cfg_c.mode if field is not None else "global",
+                               **({"local": field.summary()} if field is not None else {})},
             "radiometry": {**rad.as_dict(), "score_unit": [round(float(s), 4) for s in sigma]},
             "counts": report.counts(detections, config),
             "detections": len(detections),
@@ -261,6 +269,33 @@ def _measure_shift(b_ds, a_ds, grid, windows, config: Config) -> Shift | None:
                           refine_iterations=cfg.refine_iterations,
                           band=band if band and band <= min(len(s[1]) for s in samples) else None
                           ) if samples else None
+
+
+def _measure_field(b_ds, a_ds, grid: rio.Grid, joint_lr: np.ndarray, factor: int,
+                   global_shift: tuple[float, float], config: Config):
+    """Local co-registration: a shift field from windows on a regular grid of nodes."""
+    cfg = config.coregistration
+    nodata = config.input.nodata
+    spacing = max(cfg.local_grid_px, math.ceil(max(grid.width, grid.height) / cfg.local_max_nodes))
+    half = min(cfg.local_window_px, spacing * 2) // 2
+    cols = np.arange(spacing / 2, grid.width, spacing)
+    rows = np.arange(spacing / 2, grid.height, spacing)
+    samples = []
+    with rio.AfterOnGrid(a_ds, grid, nodata=nodata) as a0:
+        for r in rows:
+            for c in cols:
+                w = Window(int(c) - half, int(r) - half, 2 * half, 2 * half)
+                w = w.intersection(Window(0, 0, grid.width, grid.height))
+                sub = joint_lr[int(w.row_off) // factor:int(w.row_off + w.height) // factor + 1,
+                               int(w.col_off) // factor:int(w.col_off + w.width) // factor + 1]
+                if w.width < 64 or w.height < 64 or not sub.size or sub.mean() < cfg.min_valid_fraction:
+                    continue
+                b, vb = rio.read_window(b_ds, w, nodata=nodata)
+                a, va = rio.read_window(a0, w)
+                samples.append(((float(c), float(r)), b, a, vb & va))
+    return estimate_field(samples, cols, rows, global_shift,
+                          max_deviation_px=cfg.local_max_deviation_px,
+                          neighbour_tolerance_px=cfg.inlier_tolerance_px)
 
 
 def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, config: Config):
