@@ -252,6 +252,26 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
                       result_report, files)
 
 
+def coregister_pair(before: str | Path, after: str | Path, config: Config | None = None
+                    ) -> tuple[Shift | None, float]:
+    """Only the co-registration stage: the global shift of AFTER on the BEFORE grid.
+
+    Returns the :class:`Shift` (None when no window could be measured) and the overlap (share
+    of BEFORE covered by valid AFTER). For notebooks and the co-registration benchmark.
+    """
+    config = config or Config()
+    nodata = config.input.nodata
+    with rio.open_raster(before, "BEFORE") as b_ds, rio.open_raster(after, "AFTER") as a_ds:
+        grid = rio.grid_of(b_ds)
+        lr_grid, factor = rio.decimated_grid(grid, 1024)
+        a_valid = rio.valid_lowres(a_ds, lr_grid, nodata=nodata)
+        joint = rio.valid_lowres(b_ds, lr_grid, nodata=nodata) & a_valid
+        cfg = config.coregistration
+        windows = sample_windows(joint, factor, grid, window_px=cfg.window_px, grid_n=cfg.grid,
+                                 min_valid_fraction=cfg.min_valid_fraction)
+        return _measure_shift(b_ds, a_ds, grid, windows, config), float(a_valid.mean())
+
+
 def _measure_shift(b_ds, a_ds, grid, windows, config: Config) -> Shift | None:
     cfg = config.coregistration
     nodata = config.input.nodata
