@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -52,7 +53,10 @@ class PairResult:
 
 @dataclass
 class _Stopwatch:
+    """Seconds per stage; stages run on several threads add up their threads' time."""
+
     timings: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @contextmanager
     def stage(self, name: str):
@@ -60,7 +64,69 @@ class _Stopwatch:
         try:
             yield
         finally:
-            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
+            with self._lock:
+                self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
+
+
+class _ReaderPool:
+    """Runs pass-1 blocks on ``workers`` threads, each with its own dataset handles.
+
+    GDAL datasets must not be shared between threads; OpenCV and GDAL release the GIL, so two
+    blocks in flight keep two cores busy. At most ``2 * workers`` blocks are in flight, so
+    memory stays bounded whatever the scene size. Results come back in block order.
+    """
+
+    def __init__(self, before, after, grid, shift, nodata, *, shared, workers: int):
+        self.args = (before, after, grid, shift, nodata)
+        self.shared = shared
+        self.workers = max(1, workers)
+        self._local = threading.local()
+        self._opened: list = []
+        self._lock = threading.Lock()
+
+    def _readers(self):
+        if self.workers == 1:
+            return self.shared
+        if not hasattr(self._local, "readers"):
+            before, after, grid, shift, nodata = self.args
+            b = rio.open_raster(before, "BEFORE")
+            a = rio.open_raster(after, "AFTER")
+            a_grid = rio.AfterOnGrid(a, grid, shift_px=shift, nodata=nodata)
+            with self._lock:
+                self._opened += [a_grid, a, b]
+            self._local.readers = (b, a_grid)
+        return self._local.readers
+
+    def map(self, fn, items):
+        if self.workers == 1:
+            for item in items:
+                yield item[0], fn(item, self.shared)
+            return
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+        kernel_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)  # parallel blocks instead of parallel kernels
+        try:
+            yield from self._map(fn, items, ThreadPoolExecutor, deque)
+        finally:
+            cv2.setNumThreads(kernel_threads)
+
+    def _map(self, fn, items, executor, deque):
+        with executor(self.workers) as pool:
+            pending: deque = deque()
+            for item in items:
+                pending.append((item[0], pool.submit(lambda it=item: fn(it, self._readers()))))
+                if len(pending) >= 2 * self.workers:
+                    core, fut = pending.popleft()
+                    yield core, fut.result()
+            while pending:
+                core, fut = pending.popleft()
+                yield core, fut.result()
+
+    def close(self) -> None:
+        for h in self._opened:
+            h.close()
+        self._opened.clear()
 
 
 def blob_margin_px(config: Config, res_m: float) -> int:
@@ -200,11 +266,20 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
             total = len(pass1) + len(pass2)
             writer = rio.MaskWriter(out / "change_mask.tif", grid)
             try:
-                for i, (core, padded) in enumerate(pass1):
-                    writer.write(core, _mask_block(b_ds, a_vrt, core, padded, b_bands, a_bands,
-                                                   rad, sigma, grid, config, watch))
-                    if progress:
-                        progress(i + 1, total)
+                def job(block_windows, readers):
+                    b_r, a_r = readers
+                    return _mask_block(b_r, a_r, *block_windows, b_bands, a_bands, rad, sigma,
+                                       grid, config, watch)
+
+                opener = _ReaderPool(before, after, grid, field or (dx, dy), nodata,
+                                     shared=(b_ds, a_vrt), workers=threads)
+                try:
+                    for i, (core, mask) in enumerate(opener.map(job, pass1)):
+                        writer.write(core, mask)
+                        if progress:
+                            progress(i + 1, total)
+                finally:
+                    opener.close()
                 writer.flush()
                 detections: list[Detection] = []
                 for i, (core, padded) in enumerate(pass2):

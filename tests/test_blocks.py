@@ -12,8 +12,11 @@ def _with_block(block_px):
 
 
 def _signature(result):
+    # Scores are compared to 2 decimals: OpenCV's cubic warp rounds a pixel's value differently
+    # (1e-4 DN) depending on where the pixel falls in its window's row, which can move a pixel
+    # of the ring around a blob across a threshold and its score in the 4th decimal.
     return [(d.category, d.klass, d.change, d.blob.bbox_px, round(d.blob.length_m, 2),
-             round(d.blob.width_m, 2), round(d.score, 3)) for d in result.detections]
+             round(d.blob.width_m, 2), round(d.score, 2)) for d in result.detections]
 
 
 @pytest.mark.parametrize("seed", [0, 5])
