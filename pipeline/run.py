@@ -204,7 +204,9 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
     threads = config.processing.threads or os.cpu_count() or 1
     cv2.setNumThreads(threads)
     nodata = config.input.nodata
-    with rasterio.Env(GDAL_NUM_THREADS=str(threads), GDAL_CACHEMAX=256), \
+    # GDAL_CACHEMAX is in bytes here (rasterio passes it to GDALSetCacheMax64); the default, 5 %
+    # of RAM, would hold a large scene's blocks long after they are used
+    with rasterio.Env(GDAL_NUM_THREADS=str(threads), GDAL_CACHEMAX=256 * 1024 * 1024), \
             rio.open_raster(before, "BEFORE") as b_ds, rio.open_raster(after, "AFTER") as a_ds:
         grid = rio.grid_of(b_ds)
         res = grid.mean_res_m
