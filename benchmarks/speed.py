@@ -5,7 +5,7 @@ the ``detect-changes`` process, and the ratio of its wall time to a plain block-
 rasterio read of both input files, measured in the same run. Pairs are made once and cached in
 ``benchmarks/.cache`` (set DETECT_CHANGES_BENCH_CACHE to move it).
 
-    python benchmarks/speed.py                 # 4000, 8000 and 16000 px
+    python benchmarks/speed.py                 # 4000, 8192 and 16000 px
     python benchmarks/speed.py --sizes 30000   # add the 30000 px pair (about 5 GB of files)
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ def measure(cmd: list[str]) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[4000, 8000, 16000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[4000, 8192, 16000])
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
     exe = shutil.which("detect-changes") or str(Path(sys.executable).parent / "detect-changes")

@@ -268,10 +268,14 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
             total = len(pass1) + len(pass2)
             writer = rio.MaskWriter(out / "change_mask.tif", grid)
             try:
+                picture = report.picture_grid(
+                    grid, max(256, (config.output.overlay_max_px - report.PANEL_GAP_PX) // 2))
+                overview = report.Overview(grid, picture, len(b_bands), len(a_bands))
+
                 def job(block_windows, readers):
                     b_r, a_r = readers
                     return _mask_block(b_r, a_r, *block_windows, b_bands, a_bands, rad, sigma,
-                                       grid, config, watch)
+                                       grid, config, watch, overview)
 
                 opener = _ReaderPool(before, after, grid, field or (dx, dy), nodata,
                                      shared=(b_ds, a_vrt), workers=threads)
@@ -300,7 +304,7 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
             detections = [d.with_id(f"d{i + 1:03d}") for i, d in enumerate(detections)]
             with watch.stage("report_images"):
                 pictures = report.scene_pictures(b_ds, a_vrt, grid, detections, b_bands, a_bands,
-                                                 config, nodata=nodata)
+                                                 config, nodata=nodata, overview=overview)
 
         result_report = {
             "version": __version__,
@@ -447,7 +451,7 @@ CELL_PX = 256
 
 
 def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad, sigma,
-                grid: rio.Grid, config: Config, watch: _Stopwatch) -> np.ndarray:
+                grid: rio.Grid, config: Config, watch: _Stopwatch, overview=None) -> np.ndarray:
     """Pass 1: the cleaned change mask of one block's core (0/1, 255 where invalid).
 
     The score can never exceed the plain smoothed difference, so ``CELL_PX`` cells with no
@@ -460,6 +464,13 @@ def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad
     with watch.stage("read"):
         b, vb = rio.read_window(b_ds, padded, bands=b_bands, nodata=nodata)
         a, va = rio.read_window(a_vrt, padded, bands=a_bands, nodata=nodata)
+    if overview is not None:
+        with watch.stage("report_images"):
+            r0 = int(core.row_off - padded.row_off)
+            c0 = int(core.col_off - padded.col_off)
+            sl = (slice(r0, r0 + int(core.height)), slice(c0, c0 + int(core.width)))
+            overview.add(int(core.col_off), int(core.row_off), b[(slice(None),) + sl], vb[sl],
+                         a[(slice(None),) + sl], va[sl])
     with watch.stage("difference"):
         valid = vb & va
         b, a = comparable(b, a)
