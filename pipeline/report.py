@@ -299,7 +299,9 @@ def shift_arrows_image(picture: np.ndarray, scale: float, coregistration: dict,
         Picture pixels per BEFORE pixel.
     coregistration : dict
         ``report.json``'s ``coregistration``, with ``windows`` (``col_px``, ``row_px``,
-        ``dx_px``, ``dy_px``, ``inlier``) and the consensus ``shift_x_px``, ``shift_y_px``.
+        ``dx_px``, ``dy_px``, ``inlier``) and the consensus ``shift_x_px``, ``shift_y_px``;
+        in local mode its ``local`` field is drawn instead, node by node (green: measured,
+        red: filled from the neighbours).
     res_m : float, optional
         BEFORE pixel size, metres, for the reference arrow's label.
 
@@ -310,8 +312,15 @@ def shift_arrows_image(picture: np.ndarray, scale: float, coregistration: dict,
         is drawn as; None when no window was measured. Shifts of a pixel or two are invisible
         at true scale: the arrows are exaggerated so that the longest is a tenth of the picture.
     """
-    wins = [w for w in coregistration.get("windows") or []
-            if all(k in w for k in ("col_px", "row_px", "dx_px", "dy_px"))]
+    local = coregistration.get("local")
+    if local:  # local mode: the smoothed field at its nodes (measured nodes green)
+        wins = [{"col_px": c, "row_px": r, "dx_px": local["field_dx_px"][j][i],
+                 "dy_px": local["field_dy_px"][j][i], "inlier": bool(local["measured_mask"][j][i])}
+                for j, r in enumerate(local["grid_rows_px"])
+                for i, c in enumerate(local["grid_cols_px"])]
+    else:
+        wins = [w for w in coregistration.get("windows") or []
+                if all(k in w for k in ("col_px", "row_px", "dx_px", "dy_px"))]
     if not wins:
         return None
     h, w = picture.shape[:2]
@@ -338,7 +347,8 @@ def shift_arrows_image(picture: np.ndarray, scale: float, coregistration: dict,
     cv2.arrowedLine(canvas, (8, y - 5), (8 + ref, y - 5), (0, 0, 0), thick, cv2.LINE_AA,
                     tipLength=min(0.5, 12 / max(ref, 1)))
     one = f" ({res_m:.2g} m)" if res_m else ""
-    label = f"= 1 px{one} of shift (x{gain / scale:.0f}); green: inlier, red: outlier"
+    kinds = "green: measured node, red: filled node" if local else "green: inlier, red: outlier"
+    label = f"= 1 px{one} of shift (x{gain / scale:.0f}); {kinds}"
     cv2.putText(canvas, label, (16 + ref, y), _FONT, fs, (0, 0, 0), 1, cv2.LINE_AA)
     return canvas, gain
 
