@@ -67,9 +67,9 @@ def pixel_size_m(crs, transform: Affine, width: int, height: int) -> tuple[float
     """Pixel size in metres along x and y; geodesic at the grid centre for geographic CRSs."""
     if crs.is_geographic:
         geod = Geod(ellps="WGS84")
-        cx, cy = transform * (width / 2, height / 2)
-        x1, y1 = transform * (width / 2 + 1, height / 2)
-        x2, y2 = transform * (width / 2, height / 2 + 1)
+        cx, cy = transform @ (width / 2, height / 2)
+        x1, y1 = transform @ (width / 2 + 1, height / 2)
+        x2, y2 = transform @ (width / 2, height / 2 + 1)
         _, _, dx = geod.inv(cx, cy, x1, y1)
         _, _, dy = geod.inv(cx, cy, x2, y2)
         return float(dx), float(dy)
@@ -248,7 +248,7 @@ class AfterOnGrid:
             return None
         if not (math.isclose(a.a, b.a, rel_tol=1e-9) and math.isclose(a.e, b.e, rel_tol=1e-9)):
             return None
-        col, row = ~a * (b.c, b.f)
+        col, row = ~a @ (b.c, b.f)
         return float(col), float(row)
 
     @property

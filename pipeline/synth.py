@@ -51,7 +51,7 @@ class TruthObject:
     """One object of a synthetic scene, as a perfect detector would report it.
 
     Positions are continuous pixel coordinates on the BEFORE grid: (0, 0) is the top-left corner of
-    the top-left pixel, so ``transform * (col_px, row_px)`` gives map coordinates of the centre.
+    the top-left pixel, so ``transform @ (col_px, row_px)`` gives map coordinates of the centre.
     ``length_m`` x ``width_m`` is the minimum-area rectangle of the silhouette as drawn (rotor discs
     excluded), ``heading_deg`` the direction of its long axis (clockwise from north, 0 to 180) and
     ``height_m`` the height that casts the shadow.
@@ -1283,7 +1283,7 @@ def truth_feature_collection(pair: ScenePair) -> dict:
     features = []
     for o in truth_changes(pair):
         corners = footprint_corners_px(o, gsd_m)
-        xs, ys = zip(*(pair.transform * (float(c), float(r)) for c, r in corners))
+        xs, ys = zip(*(pair.transform @ (float(c), float(r)) for c, r in corners))
         lon, lat = to_lonlat.transform(xs, ys)
         ring = orient(Polygon(zip(lon, lat)), sign=1.0).exterior.coords
         coords = [[round(x, 8), round(y, 8)] for x, y in ring]
