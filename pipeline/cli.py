@@ -2,6 +2,7 @@
 errors to exit codes. No image logic lives here."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import traceback
@@ -28,18 +29,19 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    logging.getLogger("rasterio").setLevel(logging.WARNING)
+    for chatty in ("rasterio", "pyogrio"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
-def _progress_bar(enabled: bool):
+def _progress_bar(enabled: bool, unit: str = "block", desc: str = "detect"):
     """A tqdm bar on a terminal; line-oriented log messages otherwise (cron, CI)."""
     if enabled and sys.stderr.isatty():
         from tqdm import tqdm
         state = {}
 
         def update(done, total):
-            bar = state.get("bar") or state.setdefault("bar", tqdm(total=total, unit="block",
-                                                                  desc="detect", leave=False))
+            bar = state.get("bar") or state.setdefault("bar", tqdm(total=total, unit=unit,
+                                                                  desc=desc, leave=False))
             bar.update(done - bar.n)
             if done == total:
                 bar.close()
@@ -48,16 +50,29 @@ def _progress_bar(enabled: bool):
 
     def update(done, total):
         if done == total or done % max(1, total // 10) == 0:
-            log.info("blocks %d/%d", done, total)
+            log.info("%ss %d/%d", unit, done, total)
     return update
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.argument("before", required=True, type=click.Path(path_type=Path))
-@click.argument("after", required=True, type=click.Path(path_type=Path))
+@click.argument("before", required=False, type=click.Path(path_type=Path))
+@click.argument("after", required=False, type=click.Path(path_type=Path))
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output folder (created if missing): detections.geojson, report.json, "
-                   "report.html, change_mask.tif, overlay.png.")
+                   "report.html, change_mask.tif, overlay.png; for a batch one such folder per "
+                   "pair plus summary.csv, summary.json, detections.gpkg.")
+@click.option("--manifest", type=click.Path(path_type=Path),
+              help="Batch: CSV with a header before,after[,name,before_date,after_date,...].")
+@click.option("--series", type=click.Path(path_type=Path),
+              help="Batch: a folder of dated images of one site (or a CSV image[,date]); each "
+                   "image against the previous one, plus timeline.csv.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Batch: local dask worker processes (default: one per core).")
+@click.option("--scheduler", metavar="ADDRESS", default=None,
+              help="Batch: run on an existing dask cluster, e.g. tcp://10.0.0.5:8786.")
+@click.option("--memory-limit", default="auto", show_default=True,
+              help="Batch: memory limit of each local worker, e.g. 4GB.")
+@click.option("--force", is_flag=True, help="Batch: redo every pair, even complete ones.")
 @click.option("--config", "-c", "config_path", type=click.Path(path_type=Path),
               help="YAML configuration (footprint classes, thresholds); default: configs/default.yaml.")
 @click.option("--nodata", type=float, default=None,
@@ -65,13 +80,13 @@ def _progress_bar(enabled: bool):
 @click.option("--allow-unregistered", is_flag=True,
               help="Go on with the reprojection alone when the shift cannot be measured reliably.")
 @click.option("--threads", type=click.IntRange(min=0), default=None,
-              help="Threads for GDAL and OpenCV (0 = all cores).")
+              help="Threads for GDAL and OpenCV per pair (0 = all cores, shared out in a batch).")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors.")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @click.version_option(__version__, prog_name="detect-changes")
-def main(before, after, out_dir, config_path, nodata, allow_unregistered, threads, quiet, verbose,
-         debug):
+def main(before, after, out_dir, manifest, series, workers, scheduler, memory_limit, force,
+         config_path, nodata, allow_unregistered, threads, quiet, verbose, debug):
     """Find aircraft and launchers that appeared or disappeared between BEFORE and AFTER.
 
     BEFORE and AFTER are rasters GDAL reads (GeoTIFF, COG, JPEG2000, VRT) with a CRS; they may
@@ -79,15 +94,22 @@ def main(before, after, out_dir, config_path, nodata, allow_unregistered, thread
     grid, its residual shift measured and removed, its radiometry normalised; the change mask is
     cut into blobs whose footprint in metres is matched against the classes of the config.
 
-    \b
-    Example:
-      detect-changes sample_tiles/hmeimim/before.tif sample_tiles/hmeimim/after.tif --out out/hmeimim
+    A batch (--manifest or --series) runs many pairs on dask, skips pairs already complete
+    (--force redoes them) and records a failing pair without stopping the others.
 
-    Exit codes: 0 done; 2 bad usage or unusable input (one line on stderr naming the file).
+    \b
+    Examples:
+      detect-changes sample_tiles/hmeimim/before.tif sample_tiles/hmeimim/after.tif --out out/hmeimim
+      detect-changes --manifest pairs.csv --out out/batch --workers 4
+
+    Exit codes: 0 done; 1 a pair of a batch failed (the others are written); 2 bad usage or
+    unusable input (one line on stderr naming the file).
     """
     _setup_logging(verbose, quiet)
-    from .run import run_pair
-
+    batch = manifest is not None or series is not None
+    usage = _usage_problem(before, after, manifest, series, workers, scheduler, force)
+    if usage:
+        _fail(usage, False)
     try:
         config = load_config(config_path)
         updates = {}
@@ -97,6 +119,12 @@ def main(before, after, out_dir, config_path, nodata, allow_unregistered, thread
             updates["processing"] = config.processing.model_copy(update={"threads": threads})
         if updates:
             config = config.model_copy(update=updates)
+        if batch:
+            _run_batch(manifest, series, out_dir, config, workers=workers, scheduler=scheduler,
+                       memory_limit=memory_limit, force=force,
+                       allow_unregistered=allow_unregistered, quiet=quiet)
+            return
+        from .run import run_pair
         result = run_pair(before, after, out_dir, config, allow_unregistered=allow_unregistered,
                           progress=_progress_bar(not quiet))
     except PipelineError as err:
@@ -111,6 +139,43 @@ def main(before, after, out_dir, config_path, nodata, allow_unregistered, thread
     click.echo(f"{len(result.detections)} detections ({summary}); shift "
                f"{co['shift_x_px']:+.2f}, {co['shift_y_px']:+.2f} px (quality {co['quality']:.2f}); "
                f"outputs in {result.out_dir}")
+
+
+def _usage_problem(before, after, manifest, series, workers, scheduler, force) -> str | None:
+    if manifest is not None and series is not None:
+        return "give --manifest or --series, not both"
+    if manifest is not None or series is not None:
+        if before is not None or after is not None:
+            return "give either BEFORE AFTER or a batch (--manifest / --series), not both"
+        if workers and scheduler:
+            return "--workers starts a local cluster; leave it out with --scheduler"
+        return None
+    if before is None or after is None:
+        return "give BEFORE and AFTER, or --manifest PAIRS.csv, or --series FOLDER (see --help)"
+    if workers or scheduler or force:
+        return "--workers, --scheduler and --force apply to a batch (--manifest / --series)"
+    return None
+
+
+def _run_batch(manifest, series, out_dir, config, *, quiet, **options) -> None:
+    import distributed  # noqa: F401  (sets up its loggers on import; quieted below)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from .batch import read_manifest, run_batch, series_jobs
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    jobs = read_manifest(manifest) if manifest is not None else series_jobs(series)
+    bar = not quiet and sys.stderr.isatty()  # else the per-pair log lines are the progress
+    with logging_redirect_tqdm() if bar else contextlib.nullcontext():
+        result = run_batch(jobs, out_dir, config, timeline=True if series is not None else None,
+                           progress=_progress_bar(bar, "pair", "batch") if bar else None, **options)
+    for row in result.failed:
+        click.echo(f"detect-changes: pair {row['name']} failed: {row['error']}", err=True)
+    click.echo(f"{len(result.rows)} pairs: {result.count('ok')} done, {result.count('skipped')} "
+               f"already complete, {result.count('failed')} failed; summary in "
+               f"{result.files['summary.csv']}")
+    if result.failed:
+        sys.exit(EXIT_BATCH_FAILED)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
