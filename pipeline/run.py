@@ -18,7 +18,6 @@ from typing import Callable
 import cv2
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from . import __version__
@@ -520,8 +519,8 @@ def _detect_block(writer: rio.MaskWriter, b_ds, a_vrt, core: Window, padded: Win
     full = Window(0, 0, grid.width, grid.height)
     dets = []
     for blob in blobs:
-        if blob.area_px < d.min_pixels or blob.area_m2 < d.min_area_m2 or footprint_class(blob.length_m, blob.width_m,
-                                                           config.classes)[0] is None:
+        too_small = blob.area_px < d.min_pixels or blob.area_m2 < d.min_area_m2
+        if too_small or footprint_class(blob.length_m, blob.width_m, config.classes)[0] is None:
             continue
         c0, r0, c1, r1 = blob.bbox_px
         chip = Window(c0 - pad, r0 - pad, c1 - c0 + 2 * pad, r1 - r0 + 2 * pad).intersection(full)

@@ -1,7 +1,6 @@
 """Bad inputs: exit 2 and one line on stderr naming the file and the reason, no traceback."""
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
