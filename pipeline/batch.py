@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = ".detect-changes-state.json"
 PAIR_OUTPUTS = ("detections.geojson", "report.json", "report.html", "change_mask.tif", "overlay.png")
+PIXEL_DETECTIONS = "detections_px.geojson"  # instead of detections.geojson for plain images
 BATCH_OUTPUTS = ("summary.csv", "summary.json", "detections.gpkg", "timeline.csv")
 SERIES_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 CHANGES = ("appeared", "disappeared")
@@ -139,6 +140,12 @@ def read_manifest(path: str | Path) -> list[PairJob]:
                 raise InputError(f"{path}: line {line_no}: empty '{col}'")
         dates = {col: _iso_date(row.get(col, ""), f"{path}: line {line_no}: {col}")
                  for col in ("before_date", "after_date")}
+        for col in ("before", "after"):
+            if _escapes(row[col], base):
+                raise InputError(
+                    f"{path}: line {line_no}: {col} path {row[col]!r} leads outside the "
+                    "manifest's folder; relative paths are read from that folder (write an "
+                    "absolute path if that file is meant)")
         jobs.append(PairJob(
             name="", before=_resolve(row["before"], base), after=_resolve(row["after"], base),
             **dates, extra={k: v for k, v in row.items() if k not in _MANIFEST_COLUMNS}))
@@ -201,6 +208,12 @@ def _read_series_csv(path: Path) -> list[tuple[Path, str | None]]:
 def _resolve(value: str, base: Path) -> Path:
     p = Path(value).expanduser()
     return Path(os.path.normpath(p if p.is_absolute() else base / p))
+
+
+def _escapes(value: str, base: Path) -> bool:
+    """A relative path that climbs out of ``base`` (``../``): refused, not followed silently."""
+    p = Path(value).expanduser()
+    return not p.is_absolute() and not _resolve(value, base).is_relative_to(base)
 
 
 def _iso_date(value: str, where: str) -> str | None:
@@ -302,7 +315,8 @@ def redo_reason(job: PairJob, state: dict | None, pair_dir: Path, config_digest:
     if state.get("allow_unregistered") != allow_unregistered:
         return "--allow-unregistered changed"
     if state["result"]["status"] == "ok":
-        missing = [f for f in PAIR_OUTPUTS if not (pair_dir / f).is_file()]
+        missing = [f for f in PAIR_OUTPUTS if not (pair_dir / f).is_file()
+                   and not (f == "detections.geojson" and (pair_dir / PIXEL_DETECTIONS).is_file())]
         if missing:
             return f"{missing[0]} missing"
     return None
@@ -347,7 +361,7 @@ def process_pair(job: PairJob, out_dir: str | Path, config: Config, *, config_di
             reason = f"reading failed: {reason}"
         record = {"status": "failed", "error": reason,
                   "runtime_s": round(time.perf_counter() - t0, 2)}
-        for name in PAIR_OUTPUTS:  # no stale results of an earlier run beside a failure
+        for name in (*PAIR_OUTPUTS, PIXEL_DETECTIONS):  # no stale results beside a failure
             (pair_dir / name).unlink(missing_ok=True)
         if isinstance(err, OutputError):
             return record
@@ -604,7 +618,10 @@ def write_summaries(rows: list[dict], out_dir: Path, jobs: list[PairJob],
 
 
 def _pair_features(out_dir: Path, name: str) -> list[dict]:
-    with open(out_dir / name / "detections.geojson", encoding="utf-8") as fh:
+    path = out_dir / name / "detections.geojson"
+    if not path.is_file():
+        return []  # plain images (--gsd): pixel coordinates only, no place on the map
+    with open(path, encoding="utf-8") as fh:
         return json.load(fh)["features"]
 
 

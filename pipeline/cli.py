@@ -13,7 +13,7 @@ import rasterio.errors
 
 from . import __version__
 from .config import load_config
-from .errors import PipelineError
+from .errors import OutputError, PipelineError
 
 EXIT_OK, EXIT_BATCH_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -75,6 +75,13 @@ def _progress_bar(enabled: bool, unit: str = "block", desc: str = "detect"):
 @click.option("--force", is_flag=True, help="Batch: redo every pair, even complete ones.")
 @click.option("--config", "-c", "config_path", type=click.Path(path_type=Path),
               help="YAML configuration (footprint classes, thresholds); default: configs/default.yaml.")
+@click.option("--overwrite", is_flag=True,
+              help="Write into an output folder that already holds files (ours are replaced, "
+                   "others left alone); without it such a folder is refused.")
+@click.option("--gsd", "gsd_m", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="METRES",
+              help="Pixel size of plain images without georeference (JPEG, PNG): they are "
+                   "compared in pixel coordinates and detections go to detections_px.geojson.")
 @click.option("--nodata", type=float, default=None,
               help="Value to treat as nodata in inputs that declare none (e.g. 0).")
 @click.option("--allow-unregistered", is_flag=True,
@@ -86,7 +93,7 @@ def _progress_bar(enabled: bool, unit: str = "block", desc: str = "detect"):
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @click.version_option(__version__, prog_name="detect-changes")
 def main(before, after, out_dir, manifest, series, workers, scheduler, memory_limit, force,
-         config_path, nodata, allow_unregistered, threads, quiet, verbose, debug):
+         config_path, overwrite, gsd_m, nodata, allow_unregistered, threads, quiet, verbose, debug):
     """Find aircraft and launchers that appeared or disappeared between BEFORE and AFTER.
 
     BEFORE and AFTER are rasters GDAL reads (GeoTIFF, COG, JPEG2000, VRT) with a CRS; they may
@@ -107,14 +114,17 @@ def main(before, after, out_dir, manifest, series, workers, scheduler, memory_li
     """
     _setup_logging(verbose, quiet)
     batch = manifest is not None or series is not None
-    usage = _usage_problem(before, after, manifest, series, workers, scheduler, force)
+    usage = _usage_problem(before, after, manifest, series, workers, scheduler, force) or (
+        "--overwrite applies to one pair; a batch resumes, and --force redoes its pairs"
+        if batch and overwrite else None)
     if usage:
         _fail(usage, False)
     try:
         config = load_config(config_path)
         updates = {}
-        if nodata is not None:
-            updates["input"] = config.input.model_copy(update={"nodata": nodata})
+        given = {k: v for k, v in (("nodata", nodata), ("gsd_m", gsd_m)) if v is not None}
+        if given:
+            updates["input"] = config.input.model_copy(update=given)
         if threads is not None:
             updates["processing"] = config.processing.model_copy(update={"threads": threads})
         if updates:
@@ -125,6 +135,8 @@ def main(before, after, out_dir, manifest, series, workers, scheduler, memory_li
                        allow_unregistered=allow_unregistered, quiet=quiet)
             return
         from .run import run_pair
+        if not overwrite:
+            refuse_used_output_folder(out_dir)
         result = run_pair(before, after, out_dir, config, allow_unregistered=allow_unregistered,
                           progress=_progress_bar(not quiet))
     except PipelineError as err:
@@ -139,6 +151,13 @@ def main(before, after, out_dir, manifest, series, workers, scheduler, memory_li
     click.echo(f"{len(result.detections)} detections ({summary}); shift "
                f"{co['shift_x_px']:+.2f}, {co['shift_y_px']:+.2f} px (quality {co['quality']:.2f}); "
                f"outputs in {result.out_dir}")
+
+
+def refuse_used_output_folder(out_dir: Path) -> None:
+    """An existing output folder must be empty (or hold only a killed run's leftovers)."""
+    if out_dir.is_dir() and any(not p.name.startswith(".partial-") for p in out_dir.iterdir()):
+        raise OutputError(f"{out_dir}: output folder exists and is not empty; use --overwrite "
+                          "to replace its outputs")
 
 
 def _usage_problem(before, after, manifest, series, workers, scheduler, force) -> str | None:

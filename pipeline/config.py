@@ -25,6 +25,12 @@ class InputConfig(_Strict):
         "(e.g. 0 for Sentinel-2 subsets). A file's own nodata, mask or alpha always counts.")
     band: int | None = Field(
         None, ge=1, description="1-based band used for co-registration; default: mean of the bands.")
+    gsd_m: float | None = Field(
+        None, gt=0, description="Pixel size in metres given to plain images without georeference "
+        "(JPEG, PNG); their outputs are then in pixel coordinates (detections_px.geojson).")
+    max_pixel_size_ratio: float = Field(
+        4.0, ge=1, description="Refuse a pair whose pixel sizes differ by more than this factor "
+        "(objects would be a few pixels wide in the coarser image).")
 
 
 class CoregistrationConfig(_Strict):

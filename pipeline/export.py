@@ -54,7 +54,26 @@ def feature_collection(detections: list[Detection], grid: Grid) -> dict:
     return {"type": "FeatureCollection", "features": features}
 
 
+def pixel_feature_collection(detections: list[Detection]) -> dict:
+    """The detections as a FeatureCollection in BEFORE pixel coordinates (x right, y down).
+
+    For plain images without georeference (``--gsd``): not RFC 7946 (no lon/lat), so written
+    as ``detections_px.geojson``; sizes are still in metres at the given pixel size.
+    """
+    features = []
+    for det in detections:
+        # corners_px are pixel indexes (centres); +0.5 puts them on GDAL's pixel-corner axes
+        ring = [[round(float(x) + 0.5, 2), round(float(y) + 0.5, 2)] for x, y in det.blob.corners_px]
+        features.append({"type": "Feature", "id": det.id,
+                         "geometry": {"type": "Polygon", "coordinates": [ring + ring[:1]]},
+                         "properties": detection_properties(det)})
+    return {"type": "FeatureCollection", "coordinates": "BEFORE pixels: x right, y down, (0, 0) the top-left corner",
+            "features": features}
+
+
 def write_geojson(path: str | Path, detections: list[Detection], grid: Grid) -> Path:
-    fc = feature_collection(detections, grid)
+    """Write the detections: lon/lat GeoJSON, or pixel coordinates for a pixel-frame grid."""
+    fc = pixel_feature_collection(detections) if grid.pixel_frame else \
+        feature_collection(detections, grid)
     write_text_atomic(path, json.dumps(fc, indent=1))
     return Path(path)

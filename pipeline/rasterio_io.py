@@ -9,6 +9,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ class Grid:
     width: int
     height: int
     res_m: tuple[float, float]
+    pixel_frame: bool = False  # a plain image on a nominal grid: outputs in pixel coordinates
 
     @property
     def pixel_area_m2(self) -> float:
@@ -79,11 +81,23 @@ def pixel_size_m(crs, transform: Affine, width: int, height: int) -> tuple[float
     return float(rx), float(ry)
 
 
-def open_raster(path: str | Path, role: str) -> rasterio.io.DatasetReader:
+# plain images (no georeference) are opened through GDAL's vrt:// with a nominal grid: this
+# projected CRS, pixel size --gsd, top-left corner at (NOMINAL_EASTING, height * gsd); outputs
+# of such a pair are in pixel coordinates (Grid.pixel_frame)
+NOMINAL_CRS = "EPSG:32636"
+NOMINAL_EASTING = 500000.0
+
+
+def open_raster(path: str | Path, role: str, *, gsd_m: float | None = None
+                ) -> rasterio.io.DatasetReader:
     """Open a raster for reading and check that the pipeline can use it.
 
-    Raises :class:`InputError` naming the file and the reason: missing, unreadable, no CRS or
-    geotransform, unsupported dtype, too small.
+    ``gsd_m``: pixel size in metres given to a plain image (no CRS and no geotransform, e.g. a
+    JPEG); it is then read on a nominal grid (see :func:`is_pixel_frame`). Georeferenced files
+    ignore it.
+
+    Raises :class:`InputError` naming the file and the reason: missing, unreadable, truncated,
+    no georeference, rotated, unsupported dtype, too small.
     """
     path = Path(path)
     if not path.exists():
@@ -92,15 +106,10 @@ def open_raster(path: str | Path, role: str) -> rasterio.io.DatasetReader:
         raise InputError(f"{path}: {role} is a folder, not a raster file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: {role} file is empty")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            ds = rasterio.open(path)
-    except RasterioIOError as err:
-        reason = str(err).split("\n")[0]
-        if "not recognized as being in a supported file format" in reason or "not recognized" in reason:
-            reason = "not a raster GDAL can read"
-        raise InputError(f"{path}: {role} cannot be opened ({reason})") from None
+    ds = _open(path, role)
+    if gsd_m is not None and _plain(ds):
+        ds.close()
+        ds = _open(path, role, _nominal_url(path, ds.width, ds.height, gsd_m))
     try:
         _check_usable(ds, path, role)
     except InputError:
@@ -109,7 +118,41 @@ def open_raster(path: str | Path, role: str) -> rasterio.io.DatasetReader:
     return ds
 
 
+def _open(path: Path, role: str, url: str | None = None) -> rasterio.io.DatasetReader:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(url or path)
+    except RasterioIOError as err:
+        reason = str(err).split("\n")[0]
+        if "not recognized" in reason:
+            reason = "not a raster GDAL can read"
+        elif "TIFFReadDirectory" in reason or "TIFFFetch" in reason:
+            reason = f"truncated or corrupt TIFF: {reason}"
+        raise InputError(f"{path}: {role} cannot be opened ({reason})") from None
+
+
+def _plain(ds) -> bool:
+    return ds.crs is None and ds.transform == Affine.identity() and not ds.gcps[0]
+
+
+def _nominal_url(path: Path, width: int, height: int, gsd_m: float) -> str:
+    if "?" in str(path) or "&" in str(path):
+        raise InputError(f"{path}: a plain image's path cannot hold '?' or '&' (rename it)")
+    top = height * gsd_m
+    ullr = f"{NOMINAL_EASTING},{top},{NOMINAL_EASTING + width * gsd_m},0"
+    return f"vrt://{path.absolute()}?a_srs={NOMINAL_CRS}&a_ullr={ullr}"
+
+
+def is_pixel_frame(ds) -> bool:
+    """True for a plain image opened on its nominal grid (``open_raster(..., gsd_m=)``)."""
+    return str(ds.name).startswith("vrt://") and "a_ullr=" in str(ds.name)
+
+
 def _check_usable(ds, path: Path, role: str) -> None:
+    if _plain(ds):
+        raise InputError(f"{path}: {role} has no georeference (no CRS, no geotransform); give "
+                         "--gsd METRES to process plain images in pixel coordinates")
     if ds.crs is None:
         raise InputError(f"{path}: {role} has no CRS (georeference it, e.g. with gdal_translate -a_srs)")
     if ds.transform == Affine.identity() and not ds.gcps[0]:
@@ -119,16 +162,71 @@ def _check_usable(ds, path: Path, role: str) -> None:
                          "(gdalwarp) so pixel sizes in metres are defined")
     dtypes = set(ds.dtypes)
     if not dtypes <= SUPPORTED_DTYPES:
-        raise InputError(f"{path}: {role} has unsupported data type {sorted(dtypes)}")
+        raise InputError(f"{path}: {role} has unsupported data type {', '.join(sorted(dtypes))} "
+                         f"(supported: {', '.join(sorted(SUPPORTED_DTYPES))})")
     if ds.width < 8 or ds.height < 8:
         raise InputError(f"{path}: {role} is only {ds.width} x {ds.height} pixels; at least 8 x 8 needed")
     if not data_bands(ds):
         raise InputError(f"{path}: {role} has no data band (only alpha)")
+    missing = _missing_tiff_bytes(ds, path)
+    if missing:
+        raise InputError(f"{path}: {role} is truncated: {missing}")
+
+
+def _missing_tiff_bytes(ds, path: Path, max_checked: int = 50_000) -> str | None:
+    """For a GeoTIFF, the first pixel block whose bytes lie beyond the end of the file, or None.
+
+    Reads only the TIFF's block offsets (no pixels): a copy cut short keeps a readable header
+    in a cloud-optimised layout and fails later, in the middle of a run.
+    """
+    if ds.driver != "GTiff" or is_pixel_frame(ds):
+        return None
+    size = path.stat().st_size
+    bh, bw = ds.block_shapes[0]
+    rows, cols = -(-ds.height // bh), -(-ds.width // bw)
+    bands = range(1, ds.count + 1) if ds.interleaving == rasterio.enums.Interleaving.band else [1]
+    step = max(1, rows * cols * len(bands) // max_checked)
+    for b in bands:
+        for k in range(rows * cols - 1, -1, -step):  # the last blocks first: written last
+            r, c = divmod(k, cols)
+            off = ds.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=b)
+            n = ds.get_tag_item(f"BLOCK_SIZE_{c}_{r}", "TIFF", bidx=b)
+            if off and n and int(off) + int(n) > size:
+                return (f"block ({r}, {c}) of band {b} ends at byte {int(off) + int(n)}, the file "
+                        f"has {size}")
+    return None
 
 
 def data_bands(ds) -> list[int]:
     """1-based indexes of the bands that hold data (alpha bands excluded)."""
     return [i + 1 for i, ci in enumerate(ds.colorinterp) if ci != ColorInterp.alpha]
+
+
+_COLOURS = {ColorInterp.red: "red", ColorInterp.green: "green", ColorInterp.blue: "blue"}
+
+
+def matching_bands(b_ds, a_ds) -> tuple[list[int], list[int]]:
+    """Which bands of BEFORE and AFTER to compare, in pairs.
+
+    Returns BEFORE's band indexes and the matching positions (1-based) among AFTER's data
+    bands. Equal counts: all data bands, in order. Otherwise the bands both files name alike
+    (colour interpretation red/green/blue, else band description, e.g. RGB against RGB + NIR);
+    with fewer than two such, all bands, which the difference stage compares as luminance.
+    """
+    bb, ab = data_bands(b_ds), data_bands(a_ds)
+    if len(bb) == len(ab):
+        return bb, list(range(1, len(ab) + 1))
+    bn, an = _band_names(b_ds, bb), _band_names(a_ds, ab)
+    common = [k for k in bn if k and bn.count(k) == 1 and an.count(k) == 1]
+    if len(common) >= 2:
+        return [bb[bn.index(k)] for k in common], [an.index(k) + 1 for k in common]
+    log.info("bands differ (%d against %d) and share no names: comparing luminance", len(bb), len(ab))
+    return bb, list(range(1, len(ab) + 1))
+
+
+def _band_names(ds, bands: list[int]) -> list[str | None]:
+    return [_COLOURS.get(ds.colorinterp[i - 1]) or (ds.descriptions[i - 1] or "").strip().lower()
+            or None for i in bands]
 
 
 def describe(ds, role: str) -> dict:
@@ -150,7 +248,7 @@ def describe(ds, role: str) -> dict:
 
 def grid_of(ds) -> Grid:
     return Grid(ds.crs, ds.transform, ds.width, ds.height,
-                pixel_size_m(ds.crs, ds.transform, ds.width, ds.height))
+                pixel_size_m(ds.crs, ds.transform, ds.width, ds.height), is_pixel_frame(ds))
 
 
 def warped_onto(ds, grid: Grid, *, shift_px: tuple[float, float] = (0.0, 0.0),
@@ -168,7 +266,7 @@ def warped_onto(ds, grid: Grid, *, shift_px: tuple[float, float] = (0.0, 0.0),
                         resampling=resampling)
     if src_nodata is not None and not (isinstance(src_nodata, float) and math.isnan(src_nodata)):
         kwargs.update(src_nodata=src_nodata, nodata=src_nodata)
-    else:
+    elif ColorInterp.alpha not in ds.colorinterp:  # a source alpha band is warped as it is
         kwargs.update(add_alpha=True)
     try:
         return WarpedVRT(ds, **kwargs)
@@ -484,8 +582,53 @@ class MaskWriter:
             self._tmp.unlink()
 
 
+@contextlib.contextmanager
+def staged_outputs(out: Path) -> Iterator[Path]:
+    """A fresh hidden folder in ``out`` for one run's files, removed afterwards in any case.
+
+    Files are made there and moved into ``out`` by :func:`publish` once all of them exist, so a
+    run that fails or is killed leaves the outputs of an earlier run whole. Folders left by
+    killed runs (their process is gone) are removed first.
+    """
+    for old in out.glob(".partial-*"):
+        pid = old.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".partial-{os.getpid()}-", dir=out))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def publish(stage: Path, out: Path, files: list[Path], *, last: str) -> dict[str, Path]:
+    """Move ``files`` (in ``stage``) into ``out`` by renames, the one named ``last`` at the end."""
+    published = {}
+    for f in sorted(files, key=lambda f: f.name == last):
+        os.replace(f, out / f.name)
+        published[f.name] = out / f.name
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the renames reach the disk before anyone reads report.json
+    finally:
+        os.close(fd)
+    return published
+
+
 def ensure_output_dir(out: str | Path) -> Path:
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: output path exists and is not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:

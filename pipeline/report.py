@@ -583,6 +583,7 @@ def _gallery_rows(report: dict, detections: list[Detection], pictures: dict, e) 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em auto;
        max-width: 1500px; padding: 0 1em; color: #222; line-height: 1.4; }
+.warning { background: #fff3cd; border-left: 4px solid #e0a800; padding: 0.4em 0.8em; }
 h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; }
 td, th { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: middle; }
@@ -603,6 +604,15 @@ figure { margin: 0; } figcaption { color: #555; font-size: 0.9em; max-width: 560
              border: 1px solid #888; }
 .summary { font-size: 1.1em; }
 """
+
+
+def _frame_note(report: dict, e) -> str:
+    if report.get("grid", {}).get("frame") != "pixel":
+        return ""
+    gsd = report["grid"]["pixel_size_m"][0]
+    return (f"<p class=warning>The inputs have no georeference: they were placed on a nominal "
+            f"grid of {e(f'{gsd:g}')} m pixels (--gsd). Detections are in pixel coordinates of "
+            "BEFORE (x right, y down) in detections_px.geojson; there is no map position.</p>")
 
 
 def write_html(path: str | Path, report: dict, detections: list[Detection], pictures: dict) -> Path:
@@ -646,6 +656,7 @@ def write_html(path: str | Path, report: dict, detections: list[Detection], pict
 <span class=disappeared>{by_change['disappeared']} disappeared</span> (in BEFORE only).
 AFTER shifted by {co['shift_x_px']:+.2f}, {co['shift_y_px']:+.2f} px (quality {co['quality']:.2f});
 {report['overlap']:.0%} of BEFORE covered by AFTER.</p>
+{_frame_note(report, e)}
 <h2>Overview</h2>
 <p class=note>Outlines are each object's minimum-area rectangle; the numbers are the detection ids
 of the table below (7 = d007).</p>

@@ -75,8 +75,10 @@ class _ReaderPool:
     memory stays bounded whatever the scene size. Results come back in block order.
     """
 
-    def __init__(self, before, after, grid, shift, nodata, *, shared, workers: int):
+    def __init__(self, before, after, grid, shift, nodata, *, shared, workers: int,
+                 gsd_m: float | None = None):
         self.args = (before, after, grid, shift, nodata)
+        self.gsd_m = gsd_m
         self.shared = shared
         self.workers = max(1, workers)
         self._local = threading.local()
@@ -88,8 +90,8 @@ class _ReaderPool:
             return self.shared
         if not hasattr(self._local, "readers"):
             before, after, grid, shift, nodata = self.args
-            b = rio.open_raster(before, "BEFORE")
-            a = rio.open_raster(after, "AFTER")
+            b = rio.open_raster(before, "BEFORE", gsd_m=self.gsd_m)
+            a = rio.open_raster(after, "AFTER", gsd_m=self.gsd_m)
             a_grid = rio.AfterOnGrid(a, grid, shift_px=shift, nodata=nodata)
             with self._lock:
                 self._opened += [a_grid, a, b]
@@ -167,6 +169,24 @@ def sample_windows(valid_lr: np.ndarray, factor: int, grid: rio.Grid, *, window_
     return best
 
 
+def check_pair(b_ds, a_ds, before, after, config: Config) -> None:
+    """Refuse pairs the pipeline cannot compare: one plain image and one georeferenced, or
+    pixel sizes further apart than ``input.max_pixel_size_ratio``."""
+    if rio.is_pixel_frame(b_ds) != rio.is_pixel_frame(a_ds):
+        plain, other = (before, after) if rio.is_pixel_frame(b_ds) else (after, before)
+        raise InputError(f"{plain}: has no georeference but {other} has; --gsd places plain "
+                         "images only when both are plain")
+    b_res = rio.pixel_size_m(b_ds.crs, b_ds.transform, b_ds.width, b_ds.height)
+    a_res = rio.pixel_size_m(a_ds.crs, a_ds.transform, a_ds.width, a_ds.height)
+    ratio = max(max(a_res) / min(b_res), max(b_res) / min(a_res))
+    if ratio > config.input.max_pixel_size_ratio:
+        raise InputError(
+            f"{after}: pixel size {max(a_res):.3g} m against BEFORE's {max(b_res):.3g} m "
+            f"({ratio:.1f}x apart, more than input.max_pixel_size_ratio "
+            f"{config.input.max_pixel_size_ratio:g}); objects of a few metres vanish in the "
+            "coarser image")
+
+
 def _data_band_indexes(ds) -> list[int]:
     if isinstance(ds, rio.AfterOnGrid):
         return list(range(1, ds.count + 1))
@@ -195,22 +215,34 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
     ------
     InputError, RegistrationError, OutputError
     """
+    out = rio.ensure_output_dir(out_dir)
+    with rio.staged_outputs(out) as stage:
+        result = _run_pair_into(stage, before, after, config or Config(),
+                                allow_unregistered=allow_unregistered, progress=progress)
+        # published in this order: report.json, last, says the folder is complete
+        files = rio.publish(stage, out, list(result.files.values()), last="report.json")
+    return replace(result, out_dir=out, files=files)
+
+
+def _run_pair_into(out: Path, before, after, config: Config, *, allow_unregistered: bool,
+                   progress: Progress | None) -> PairResult:
+    """:func:`run_pair`'s work, every output written into the folder ``out``."""
     from . import export, report  # the output stage, last
 
-    config = config or Config()
     watch = _Stopwatch()
-    out = rio.ensure_output_dir(out_dir)
     threads = config.processing.threads or os.cpu_count() or 1
     cv2.setNumThreads(threads)
     nodata = config.input.nodata
     # GDAL_CACHEMAX is in bytes here (rasterio passes it to GDALSetCacheMax64); the default, 5 %
     # of RAM, would hold a large scene's blocks long after they are used
     with rasterio.Env(GDAL_NUM_THREADS=str(threads), GDAL_CACHEMAX=256 * 1024 * 1024), \
-            rio.open_raster(before, "BEFORE") as b_ds, rio.open_raster(after, "AFTER") as a_ds:
+            rio.open_raster(before, "BEFORE", gsd_m=config.input.gsd_m) as b_ds, \
+            rio.open_raster(after, "AFTER", gsd_m=config.input.gsd_m) as a_ds:
+        check_pair(b_ds, a_ds, before, after, config)
         grid = rio.grid_of(b_ds)
         res = grid.mean_res_m
         inputs = [rio.describe(b_ds, "before"), rio.describe(a_ds, "after")]
-        b_bands = rio.data_bands(b_ds)
+        b_bands, a_bands = rio.matching_bands(b_ds, a_ds)
 
         with watch.stage("overlap"):
             lr_grid, factor = rio.decimated_grid(grid, 1024)
@@ -254,7 +286,6 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
                      field.measured.size)
 
         with rio.AfterOnGrid(a_ds, grid, shift_px=field or (dx, dy), nodata=nodata) as a_vrt:
-            a_bands = _data_band_indexes(a_vrt)
             with watch.stage("radiometry"):
                 rad, sigma, _ = _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, config)
             log.info("radiometry %s; score unit %s", rad.as_dict(), np.round(sigma, 3).tolist())
@@ -277,7 +308,8 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
                                        grid, config, watch, overview)
 
                 opener = _ReaderPool(before, after, grid, field or (dx, dy), nodata,
-                                     shared=(b_ds, a_vrt), workers=threads)
+                                     shared=(b_ds, a_vrt), workers=threads,
+                                     gsd_m=config.input.gsd_m)
                 try:
                     for i, (core, mask) in enumerate(opener.map(job, pass1)):
                         writer.write(core, mask)
@@ -309,7 +341,8 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
             "version": __version__,
             "inputs": {"before": inputs[0], "after": inputs[1]},
             "grid": {"crs": grid.crs.to_string(), "width": grid.width, "height": grid.height,
-                     "pixel_size_m": [round(grid.res_m[0], 4), round(grid.res_m[1], 4)]},
+                     "pixel_size_m": [round(grid.res_m[0], 4), round(grid.res_m[1], 4)],
+                     "frame": "pixel" if grid.pixel_frame else "map"},
             "overlap": round(overlap, 4),
             "coregistration": {**report.coregistration_section(shift, grid, allow_unregistered),
                                "mode": cfg_c.mode if field is not None else "global",
@@ -322,7 +355,8 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
         }
     with watch.stage("write_outputs"):
         files = {}
-        files["detections.geojson"] = export.write_geojson(out / "detections.geojson", detections, grid)
+        name = "detections_px.geojson" if grid.pixel_frame else "detections.geojson"
+        files[name] = export.write_geojson(out / name, detections, grid)
         files["overlay.png"] = report.write_overlay(out / "overlay.png", pictures)
         result_report["timings_s"] = dict(watch.timings)
         files["report.html"] = report.write_html(out / "report.html", result_report, detections, pictures)
@@ -341,7 +375,9 @@ def coregister_pair(before: str | Path, after: str | Path, config: Config | None
     """
     config = config or Config()
     nodata = config.input.nodata
-    with rio.open_raster(before, "BEFORE") as b_ds, rio.open_raster(after, "AFTER") as a_ds:
+    with rio.open_raster(before, "BEFORE", gsd_m=config.input.gsd_m) as b_ds, \
+            rio.open_raster(after, "AFTER", gsd_m=config.input.gsd_m) as a_ds:
+        check_pair(b_ds, a_ds, before, after, config)
         grid = rio.grid_of(b_ds)
         lr_grid, factor = rio.decimated_grid(grid, 1024)
         a_valid = rio.valid_lowres(a_ds, lr_grid, nodata=nodata)

@@ -289,13 +289,14 @@ def test_read_manifest_resolves_names_paths_dates_and_extras(tmp_path):
     m = tmp_path / "lists" / "pairs.csv"
     m.parent.mkdir()
     m.write_text("\ufeffBefore,AFTER,name,after_date,analyst\n"
-                 "../a/before.tif,../a/after.tif,,2024-05-17,kim\n"
-                 "../b/before.tif,../b/after.tif,,,lee\n"
+                 "a/before.tif,a/after.tif,,2024-05-17,kim\n"
+                 "b/before.tif,./b/after.tif,,,lee\n"
                  "/data/x/2024-01-01.tif,/data/x/2024-02-01.tif,apron,2024-02-01,kim\n"
                  ",,,,\n")
     jobs = read_manifest(m)
     assert [j.name for j in jobs] == ["a_before_after", "b_before_after", "apron"]
-    assert jobs[0].before == tmp_path / "a" / "before.tif"
+    assert jobs[0].before == tmp_path / "lists" / "a" / "before.tif"
+    assert jobs[1].after == tmp_path / "lists" / "b" / "after.tif"
     assert jobs[2].after == Path("/data/x/2024-02-01.tif")
     assert [j.after_date for j in jobs] == ["2024-05-17", None, "2024-02-01"]
     assert [j.extra for j in jobs] == [{"analyst": "kim"}, {"analyst": "lee"}, {"analyst": "kim"}]
@@ -303,6 +304,7 @@ def test_read_manifest_resolves_names_paths_dates_and_extras(tmp_path):
     for text, needle in [("before,name\nx.tif,a\n", "lacks the column(s) after"),
                          ("before,after,name\na.tif,b.tif,p\nc.tif,d.tif,p\n", "'p' is used twice"),
                          ("before,after,name\na.tif,b.tif,../up\n", "cannot be a folder name"),
+                         ("before,after\na.tif,x/../../b.tif\n", "line 2: after path"),
                          ("before,after,after_date\na.tif,b.tif,17/05/2024\n", "line 2: after_date"),
                          ("before,after,status\na.tif,b.tif,x\n", "clash with summary columns"),
                          ("before,after\n", "lists no pairs")]:
