@@ -29,10 +29,43 @@ class Detection:
     evidence_before: float
     evidence_after: float
     id: str = ""
+    moved_with: str = ""  # id of the other half of a move (see link_moves)
 
     def with_id(self, new_id: str) -> "Detection":
-        return Detection(self.blob, self.klass, self.category, self.change, self.score,
-                         self.class_fit, self.evidence_before, self.evidence_after, new_id)
+        return replace(self, id=new_id)
+
+
+def link_moves(detections: list[Detection], res_m: tuple[float, float], *,
+               max_distance_m: float, size_tolerance: float) -> list[Detection]:
+    """Link each ``disappeared`` detection to the ``appeared`` one that is the same object moved.
+
+    Two detections are candidates when they have the same class, their lengths and widths agree
+    within ``size_tolerance`` and their centres lie within ``max_distance_m``. A pair is linked
+    only when each is the other's single candidate: with two like aircraft leaving and one
+    arriving nothing tells which one moved, so nothing is linked. Both get ``moved_with`` set to
+    the other's id.
+    """
+    gone = [d for d in detections if d.change == "disappeared"]
+    came = [d for d in detections if d.change == "appeared"]
+
+    def alike(a: Detection, b: Detection) -> bool:
+        if a.klass != b.klass:
+            return False
+        for x, y in ((a.blob.length_m, b.blob.length_m), (a.blob.width_m, b.blob.width_m)):
+            if abs(x - y) > size_tolerance * max(x, y):
+                return False
+        (ca, ra), (cb, rb) = a.blob.centroid_px, b.blob.centroid_px
+        return math.hypot((ca - cb) * res_m[0], (ra - rb) * res_m[1]) <= max_distance_m
+
+    candidates = {g.id: [c for c in came if alike(g, c)] for g in gone}
+    partner: dict[str, str] = {}
+    for g in gone:
+        if len(candidates[g.id]) != 1:
+            continue
+        c = candidates[g.id][0]
+        if sum(c in cands for cands in candidates.values()) == 1:
+            partner[g.id], partner[c.id] = c.id, g.id
+    return [replace(d, moved_with=partner[d.id]) if d.id in partner else d for d in detections]
 
 
 def class_fit(length_m: float, width_m: float, cls: FootprintClass) -> float:

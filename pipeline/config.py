@@ -124,6 +124,15 @@ class ProcessingConfig(_Strict):
     threads: int = Field(0, ge=0, description="threads for GDAL/OpenCV; 0 = all cores")
 
 
+class MovesConfig(_Strict):
+    """Linking a ``disappeared`` and an ``appeared`` detection that are one object that moved."""
+
+    enabled: bool = True
+    max_distance_m: float = Field(300.0, gt=0, description="farthest move linked, metres")
+    size_tolerance: float = Field(0.15, ge=0, le=1, description="lengths and widths agree within "
+                                  "this share")
+
+
 class OutputConfig(_Strict):
     overlay_max_px: int = Field(2000, ge=256, description="longest side of overlay.png, pixels")
     chip_m: float = Field(100.0, gt=0, description="side of the before/after chips in report.html, metres")
@@ -156,6 +165,7 @@ class Config(_Strict):
     difference: DifferenceConfig = DifferenceConfig()
     classes: list[FootprintClass] = Field(default_factory=_default_classes)
     min_overlap: float = Field(0.05, ge=0, le=1, description="least share of BEFORE covered by valid AFTER")
+    moves: MovesConfig = MovesConfig()
     processing: ProcessingConfig = ProcessingConfig()
     output: OutputConfig = OutputConfig()
     zones: list[Zone] = Field(default_factory=list, description="optional named lon/lat "

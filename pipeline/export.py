@@ -30,6 +30,7 @@ def detection_properties(det: Detection) -> dict:
         "score": round(det.score, 3),
         "centroid_px": [round(b.centroid_px[0], 2), round(b.centroid_px[1], 2)],
         "change_score": round(b.mean_score, 2),
+        "moved_with": det.moved_with or None,
     }
 
 

@@ -23,7 +23,7 @@ from rasterio.windows import Window
 from . import __version__
 from . import rasterio_io as rio
 from .blobs import find_blobs
-from .classify import Detection, classify_blob, footprint_class, ring_around
+from .classify import Detection, classify_blob, footprint_class, link_moves, ring_around
 from .config import Config
 from .coregister import Shift, estimate_field, estimate_shift
 from .difference import change_mask, change_score, mask_reach_px, shadow_change
@@ -333,6 +333,10 @@ def _run_pair_into(out: Path, before, after, config: Config, *, allow_unregister
 
             detections.sort(key=lambda d: (round(d.blob.centroid_px[1]), d.blob.centroid_px[0]))
             detections = [d.with_id(f"d{i + 1:03d}") for i, d in enumerate(detections)]
+            if config.moves.enabled:
+                detections = link_moves(detections, grid.res_m,
+                                        max_distance_m=config.moves.max_distance_m,
+                                        size_tolerance=config.moves.size_tolerance)
             with watch.stage("report_images"):
                 pictures = report.scene_pictures(b_ds, a_vrt, grid, detections, b_bands, a_bands,
                                                  config, nodata=nodata, overview=overview)
