@@ -102,6 +102,14 @@ def footprint_class(length_m: float, width_m: float, classes: list[FootprintClas
     return min(fitting, key=lambda cf: (extent(cf[0]), -cf[1]))
 
 
+def may_hold_class(length_m: float, width_m: float, classes: list[FootprintClass], *,
+                   slack: float = 1.6) -> bool:
+    """Whether a blob could hold an object of some class once its shadow and blurred fringe are
+    taken off: at least the class's smallest size, at most ``slack`` times its largest."""
+    return any(cls.length_m[0] * 0.9 <= length_m <= cls.length_m[1] * slack
+               and cls.width_m[0] * 0.9 <= width_m <= cls.width_m[1] * slack for cls in classes)
+
+
 def object_evidence(image: np.ndarray, inside: np.ndarray, ring: np.ndarray) -> float:
     """Mean absolute deviation of the blob's pixels from the median of the ground around it.
 
@@ -160,8 +168,11 @@ def object_pixels(inside: np.ndarray, holding: np.ndarray, other: np.ndarray,
     n, labels, stats, _ = cv2.connectedComponentsWithStats(obj, connectivity=8)
     if n <= 1:
         return inside
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    obj = labels == largest
+    # the pieces of one object (an aircraft's wings part from its fuselage where the fringe is
+    # cut): every piece of at least a fifth of the largest one
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.flatnonzero(areas >= 0.2 * areas.max()) + 1
+    obj = np.isin(labels, keep)
     return obj if obj.sum() >= 0.25 * inside.sum() else inside
 
 
@@ -212,9 +223,12 @@ def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.
     Detection or None
         None when the object fits no class.
     """
-    if attached_to_static_structure(before, after, ring):
-        return None
     change, conf, eb, ea = change_direction(before, after, inside, ring)
+    # a large blob that one image clearly holds is an object even beside markings or a jet
+    # bridge; the rule is for the moved shadows and leaning roofs that hug static things
+    clear_object = conf >= 0.6 and blob.length_m >= 30.0
+    if not clear_object and attached_to_static_structure(before, after, ring):
+        return None
     holding, other = (after, before) if change == "appeared" else (before, after)
     core = inside
     if score is not None:  # judge the object's core, not the blurred fringe around it

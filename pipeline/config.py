@@ -41,7 +41,11 @@ class CoregistrationConfig(_Strict):
     grid: int = Field(4, ge=1, le=16, description="windows are laid on a grid x grid pattern")
     max_shift_px: float = Field(32.0, gt=0, description="largest residual shift searched, BEFORE pixels")
     min_valid_fraction: float = Field(0.9, gt=0, le=1, description="a window needs this share of valid pixels")
-    inlier_tolerance_px: float = Field(0.5, gt=0, description="windows within this of the consensus agree")
+    inlier_tolerance_px: float = Field(0.5, gt=0, description="windows within this of the median "
+                                       "form the consensus")
+    agreement_px: float = Field(3.0, gt=0, description="windows within this of the consensus "
+                                "agree with it (quality); other dates differ locally by relief "
+                                "and lean")
     min_quality: float = Field(0.2, ge=0, le=1, description="below this the shift is refused (exit 2)")
     refine_iterations: int = Field(3, ge=0, le=10)
     local_grid_px: int = Field(256, ge=32, description="spacing of the local field's nodes")

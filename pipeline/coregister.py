@@ -45,6 +45,7 @@ class Shift:
     method: str
     spread_px: float = 0.0
     windows: tuple[WindowShift, ...] = field(default=())
+    local_spread_px: float = 0.0  # median distance of the agreeing windows from the shift
 
     @property
     def n_inliers(self) -> int:
@@ -138,7 +139,8 @@ def window_shift(reference: np.ndarray, moving: np.ndarray, *, refine_iterations
 
 def estimate_shift(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarray, np.ndarray]],
                    *, max_shift_px: float = 32.0, inlier_tolerance_px: float = 0.5,
-                   refine_iterations: int = 3, band: int | None = None) -> Shift | None:
+                   agreement_px: float = 3.0, refine_iterations: int = 3,
+                   band: int | None = None) -> Shift | None:
     """Consensus shift of AFTER relative to BEFORE from several windows.
 
     Parameters
@@ -150,6 +152,10 @@ def estimate_shift(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarr
         Window results beyond this are rejected.
     inlier_tolerance_px : float
         Windows within this distance of the median shift are inliers.
+    agreement_px : float
+        Windows within this distance of the consensus agree with it (quality): pairs of other
+        dates differ locally by a few pixels (relief, lean of tall things, moved shadows) and
+        still share one shift.
 
     Returns
     -------
@@ -189,16 +195,20 @@ def estimate_shift(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarr
     weights = peaks[inlier]
     consensus = (shifts[inlier] * weights[:, None]).sum(axis=0) / weights.sum()
     spread = float(np.median(np.hypot(*(shifts[inlier] - consensus).T)))
-    n_in = int(inlier.sum())
-    agreement = n_in / len(results) * min(1.0, n_in / 3)
-    strength = 1.0 - math.exp(-float(np.median(weights)) / 0.05)
-    precision = math.exp(-spread / max(inlier_tolerance_px, 1e-6))
+    d_all = np.hypot(*(shifts - consensus).T)
+    agree = (d_all <= max(agreement_px, inlier_tolerance_px)) & (np.hypot(*shifts.T) <= max_shift_px)
+    n_agree = int(agree.sum())
+    agreement = n_agree / len(results) * min(1.0, n_agree / 3)
+    strength = 1.0 - math.exp(-float(np.median(peaks[agree | inlier])) / 0.05)
+    local_spread = float(np.median(d_all[agree])) if agree.any() else spread
+    precision = math.exp(-local_spread / max(agreement_px, 1e-6))
     quality = agreement * strength * precision
     lums = [(_fill_invalid(to_luminance(b, band), v), _fill_invalid(to_luminance(a, band), v), v)
             for (_, b, a, v), ok in zip(windows_used, inlier) if ok]
     refined = refine_shift(lums, float(consensus[0]), float(consensus[1]))
     return Shift(refined[0], refined[1], round(float(quality), 4),
-                 "phase-correlation consensus + tile refinement", round(spread, 4), tuple(results))
+                 "phase-correlation consensus + tile refinement", round(spread, 4), tuple(results),
+                 round(local_spread, 4))
 
 
 def refine_shift(windows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], dx: float, dy: float,

@@ -110,8 +110,11 @@ def shadow_like(darker: np.ndarray, brighter: np.ndarray, *,
     return out
 
 
+_SHADOW_WINDOW_PX = 9
+
+
 def shadow_change(before: np.ndarray, after: np.ndarray, *, min_correlation: float = 0.5,
-                  window_px: int = 9) -> np.ndarray:
+                  window_px: int = _SHADOW_WINDOW_PX) -> np.ndarray:
     """Pixels whose change is only a change of illumination (a shadow falling or lifting).
 
     The darker image is the brighter one dimmed (:func:`shadow_like`) and the ground's texture
@@ -150,24 +153,130 @@ def change_mask(score: np.ndarray, valid: np.ndarray, res_m: float, cfg: Differe
         Pixels whose change a shadow explains (:func:`shadow_change`).
     """
     seeds = (score > cfg.threshold_sigma).astype(np.uint8)
+    low = (score > cfg.low_threshold_sigma).astype(np.uint8)
+    return _cleaned(seeds, low, valid, res_m, cfg,
+                    None if shadow is None else lambda rows, cols: shadow[rows, cols])
+
+
+def _cleaned(seeds: np.ndarray, low: np.ndarray, valid: np.ndarray, res_m: float,
+             cfg: DifferenceConfig, shadow_in) -> np.ndarray:
+    """:func:`change_mask` from its seeds and low-threshold pixels (uint8 0/1).
+
+    ``shadow_in(rows, cols)`` gives the shadow mask of a region (two slices); it is asked only
+    around the pixels the closing leaves set, which are all it can remove.
+    """
     grow_k = _disk(cfg.grow_m / res_m)
     if grow_k is not None:
         seeds = cv2.dilate(seeds, grow_k)
-    mask = seeds & (score > cfg.low_threshold_sigma).astype(np.uint8)
+    mask = seeds & low
     close_k = _disk(cfg.closing_m / res_m)
     if close_k is not None:
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, close_k)
-    if shadow is not None:
-        mask &= ~shadow.astype(np.uint8) & 1
+    if shadow_in is not None and mask.any():
+        for rows, cols in _regions_of(mask):
+            mask[rows, cols] &= ~shadow_in(rows, cols).astype(np.uint8) & 1
     open_k = _disk(cfg.opening_m / res_m)
     if open_k is not None:
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, open_k)
     border = max(cfg.nodata_margin_px, int(math.ceil(2 * cfg.smoothing_px + cfg.tolerance_px)))
+    if valid.all():
+        return mask.astype(bool)  # the erosion below would keep every pixel
     core_valid = valid.astype(np.uint8)
     if border > 0:
         core_valid = cv2.erode(core_valid, np.ones((2 * border + 1, 2 * border + 1), np.uint8),
                                borderType=cv2.BORDER_REPLICATE)
     return (mask & core_valid).astype(bool)
+
+
+def _regions_of(mask: np.ndarray, max_regions: int = 64) -> list[tuple[slice, slice]]:
+    """Bounding boxes of ``mask``'s connected pieces, or the whole array when they are many."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n - 1 > max_regions or stats[1:, cv2.CC_STAT_AREA].sum() > mask.size // 4:
+        return [(slice(None), slice(None))]
+    return [(slice(y, y + h), slice(x, x + w)) for x, y, w, h, _ in stats[1:]]
+
+
+def block_change_mask(before: np.ndarray, after: np.ndarray, valid: np.ndarray, sigma: np.ndarray,
+                      res_m: float, cfg: DifferenceConfig) -> np.ndarray:
+    """The mask of :func:`change_mask` with :func:`change_score` and :func:`shadow_change`,
+    (M, N) bool, computing each costly part only where it can matter.
+
+    Parameters are those of :func:`change_score` and :func:`change_mask`.
+
+    Notes
+    -----
+    A pixel's score never exceeds ``max_b |smoothed after - smoothed before| / sigma_b`` (each
+    envelope holds the pixel itself), so the score is computed only at the pixels where that
+    bound passes ``low_threshold_sigma``; elsewhere neither threshold can be passed. A block
+    without seeds is empty. The shadow test runs only around the pixels left after the closing
+    (the only ones it can remove), with the margin its correlation window needs. The result is
+    the whole-array one: the same arithmetic at every pixel that counts.
+    """
+    n_bands = before.shape[0]
+    shape = before.shape[1:]
+    sb = [np.ascontiguousarray(_smooth(before[k], cfg.smoothing_px)) for k in range(n_bands)]
+    sa = [np.ascontiguousarray(_smooth(after[k], cfg.smoothing_px)) for k in range(n_bands)]
+    bound_passes = np.zeros(shape, bool)
+    for k in range(n_bands):
+        # 1e-4 below the threshold: the bound and the score round differently
+        limit = cfg.low_threshold_sigma * float(sigma[k]) * (1 - 1e-4)
+        bound_passes |= cv2.absdiff(sa[k], sb[k]) > limit
+    at = np.flatnonzero(bound_passes & valid)
+    empty = np.zeros(shape, bool)
+    if not at.size:
+        return empty
+    score = _score_at(sb, sa, at, shape, sigma, cfg.tolerance_px)
+    if not (score > cfg.threshold_sigma).any():
+        return empty
+    seeds = np.zeros(shape, np.uint8)
+    seeds.flat[at[score > cfg.threshold_sigma]] = 1
+    low = np.zeros(shape, np.uint8)
+    low.flat[at[score > cfg.low_threshold_sigma]] = 1
+
+    def shadow_in(rows: slice, cols: slice) -> np.ndarray:
+        # the correlation window's half width around the region, clipped to the block
+        h = _SHADOW_WINDOW_PX // 2
+        r0, r1, _ = rows.indices(shape[0])
+        c0, c1, _ = cols.indices(shape[1])
+        y0, x0 = max(0, r0 - h), max(0, c0 - h)
+        sub = (slice(None), slice(y0, min(shape[0], r1 + h)), slice(x0, min(shape[1], c1 + h)))
+        shadow = shadow_change(before[sub], after[sub], window_px=_SHADOW_WINDOW_PX)
+        return shadow[r0 - y0:r1 - y0, c0 - x0:c1 - x0]
+
+    return _cleaned(seeds, low, valid, res_m, cfg, shadow_in)
+
+
+def _score_at(sb: list[np.ndarray], sa: list[np.ndarray], at: np.ndarray, shape: tuple[int, int],
+              sigma: np.ndarray, tolerance_px: int) -> np.ndarray:
+    """:func:`change_score` at the flat indexes ``at`` of smoothed bands, (K,) float32.
+
+    The envelopes are the minimum and maximum over the kernel's neighbours that lie inside the
+    array, as ``cv2.erode`` and ``cv2.dilate`` take them; the arithmetic is theirs, step by step.
+    """
+    kernel = _disk(tolerance_px) if tolerance_px > 0 else None
+    if kernel is None and tolerance_px > 0:
+        kernel = np.ones((3, 3), np.uint8)
+    rows, cols = np.divmod(at, shape[1])
+    neighbours = None
+    if kernel is not None:
+        r = kernel.shape[0] // 2
+        offsets = np.argwhere(kernel) - r
+        # clipping a neighbour into the array lands on another neighbour (disks are convex)
+        neighbours = (np.clip(rows[None] + offsets[:, :1], 0, shape[0] - 1) * shape[1]
+                      + np.clip(cols[None] + offsets[:, 1:], 0, shape[1] - 1))
+
+    def distance(x, ref):
+        if neighbours is None:
+            return np.abs(x - ref.ravel()[at])
+        around = ref.ravel()[neighbours]
+        return np.maximum(np.maximum(x - around.max(axis=0), around.min(axis=0) - x), 0)
+
+    acc = np.zeros(at.size, np.float32)
+    for k in range(len(sb)):
+        xb, xa = sb[k].ravel()[at], sa[k].ravel()[at]
+        d = np.maximum(distance(xa, sb[k]), distance(xb, sa[k]))
+        acc += (d / float(sigma[k])) ** 2
+    return np.sqrt(acc / len(sb))
 
 
 def mask_reach_px(cfg: DifferenceConfig, res_m: float) -> int:

@@ -1,17 +1,21 @@
 """Evaluation: detections against truth, as precision, recall and F1 per category and change.
 
 Features are matched one to one by the distance between their centroids on the ground (metres),
-within each (category, change) group, by an optimal assignment (Hungarian method).
+within each (category, change) group, by an optimal assignment (Hungarian method). Truth features
+marked ``"ignore": true`` are regions that cannot be judged: never truth, and they excuse the
+unmatched detections on or near them.
 """
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pyproj import Geod
 from scipy.optimize import linear_sum_assignment
+import shapely
 from shapely.geometry import shape
 
 from .errors import InputError
@@ -91,22 +95,64 @@ def match(truth: list[dict], detections: list[dict], max_distance_m: float = 10.
     return Score(tp, len(detections) - tp, len(truth) - tp), pairs
 
 
-def evaluate(truth: list[dict], detections: list[dict], max_distance_m: float = 10.0
-             ) -> dict[tuple[str, str], Score]:
+def is_ignore(feature: dict) -> bool:
+    """Whether a truth feature is an ignore region (``"ignore": true`` in its properties)."""
+    return (feature.get("properties") or {}).get("ignore") is True
+
+
+def excused(detections: list[dict], pairs: list[tuple[int, int]], regions: list[dict],
+            margin_m: float = 5.0) -> list[int]:
+    """Indexes of the unmatched detections whose footprint lies within ``margin_m`` of a region.
+
+    ``pairs`` are the (truth, detection) matches from :func:`match`; ``regions`` the ignore
+    regions (lon/lat polygons). Distances are measured on a local equirectangular plane around
+    each region, which is exact to a fraction of a percent over a scene.
+    """
+    if not regions:
+        return []
+    matched = {j for _, j in pairs}
+    planes = []
+    for region in regions:
+        geom = shape(region["geometry"])
+        origin = np.array([geom.centroid.x, geom.centroid.y])
+        scale = np.array([math.cos(math.radians(origin[1])) * 111_320.0, 110_574.0])
+
+        def to_m(lonlat: np.ndarray, origin=origin, scale=scale) -> np.ndarray:
+            return (lonlat - origin) * scale
+
+        planes.append((to_m, shapely.transform(geom, to_m)))
+    out = []
+    for j, det in enumerate(detections):
+        if j in matched:
+            continue
+        geom = shape(det["geometry"])
+        if any(shapely.transform(geom, to_m).distance(region) <= margin_m
+               for to_m, region in planes):
+            out.append(j)
+    return out
+
+
+def evaluate(truth: list[dict], detections: list[dict], max_distance_m: float = 10.0, *,
+             ignore_margin_m: float = 5.0) -> dict[tuple[str, str], Score]:
     """Scores per (category, change) group present in either list, and ``("all", "all")``.
 
     The overall score counts a detection as right only with the right category and change.
+    Truth features marked ``"ignore": true`` are not truth; a detection that matches nothing and
+    lies within ``ignore_margin_m`` of one is not counted (neither right nor wrong).
     """
     def key(f):
         p = f.get("properties", {})
         return p.get("category", "?"), p.get("change", "?")
 
+    regions = [f for f in truth if is_ignore(f)]
+    truth = [f for f in truth if not is_ignore(f)]
     groups = sorted({key(f) for f in truth} | {key(f) for f in detections})
     out = {}
     total = Score(0, 0, 0)
     for g in groups:
-        s, _ = match([f for f in truth if key(f) == g], [f for f in detections if key(f) == g],
-                     max_distance_m)
+        found = [f for f in detections if key(f) == g]
+        s, pairs = match([f for f in truth if key(f) == g], found, max_distance_m)
+        s = Score(s.tp, s.fp - len(excused(found, pairs, regions, ignore_margin_m)), s.fn)
         out[g] = s
         total = Score(total.tp + s.tp, total.fp + s.fp, total.fn + s.fn)
     out[("all", "all")] = total

@@ -286,6 +286,11 @@ def read_window(ds, window: Window, *, bands: list[int] | None = None,
         return ds.read_window(window, bands=bands)
     if bands is None:
         bands = data_bands(ds)
+    if _all_valid(ds, nodata) and len(set(ds.dtypes)) == 1:
+        # integers without nodata, mask or alpha: no mask to read, and numpy converts to float
+        # (exactly) several times faster than GDAL does while reading
+        data = ds.read(bands, window=window, boundless=False).astype(np.float32)
+        return data, np.ones(data.shape[1:], bool)
     data = ds.read(bands, window=window, boundless=False, out_dtype="float32")
     valid = ds.dataset_mask(window=window) > 0
     if ds.nodata is None and nodata is not None:
@@ -356,6 +361,10 @@ class AfterOnGrid:
     def _read_source(self, col0: int, row0: int, width: int, height: int, bands: list[int]):
         """Source pixels [row0, row0 + height) x [col0, col0 + width), zero and invalid outside."""
         src = self._src
+        if col0 >= 0 and row0 >= 0 and col0 + width <= src.width and row0 + height <= src.height:
+            d, v = read_window(src, Window(col0, row0, width, height), bands=bands,
+                               nodata=self.nodata)
+            return d, v.view(np.uint8), True
         data = np.zeros((len(bands), height, width), np.float32)
         valid = np.zeros((height, width), np.uint8)
         full = Window(0, 0, src.width, src.height)
@@ -404,8 +413,18 @@ class AfterOnGrid:
             def warp(img, interp, border):
                 return cv2.remap(img, map_x, map_y, interp, borderMode=border, borderValue=0)
         out = np.empty((len(src_bands), h, w), np.float32)
-        for k in range(len(src_bands)):
-            out[k] = warp(data[k], cv2.INTER_CUBIC, cv2.BORDER_REPLICATE)
+        k = 0
+        while k < len(src_bands):
+            # three or four bands in one call take half the time of one call each, with the
+            # same result; two bands take another path whose rounding differs
+            n = 4 if len(src_bands) - k >= 4 else 3 if len(src_bands) - k == 3 else 1
+            if n == 1:
+                out[k] = warp(data[k], cv2.INTER_CUBIC, cv2.BORDER_REPLICATE)
+            else:
+                warped = warp(cv2.merge(list(data[k:k + n])), cv2.INTER_CUBIC,
+                              cv2.BORDER_REPLICATE)
+                out[k:k + n] = warped.transpose(2, 0, 1)
+            k += n
         if self._all_valid and whole:
             ok = np.ones((h, w), bool)
         else:

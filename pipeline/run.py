@@ -23,10 +23,11 @@ from rasterio.windows import Window
 from . import __version__
 from . import rasterio_io as rio
 from .blobs import find_blobs
-from .classify import Detection, classify_blob, footprint_class, link_moves, ring_around
+from .classify import (Detection, classify_blob, link_moves,
+                       may_hold_class, ring_around)
 from .config import Config
 from .coregister import Shift, estimate_field, estimate_shift
-from .difference import change_mask, change_score, mask_reach_px, shadow_change
+from .difference import block_change_mask, change_score, mask_reach_px
 from .errors import InputError, RegistrationError
 from .radiometry import Radiometry, comparable, fit_linear, normalise
 
@@ -71,8 +72,11 @@ class _ReaderPool:
     """Runs pass-1 blocks on ``workers`` threads, each with its own dataset handles.
 
     GDAL datasets must not be shared between threads; OpenCV and GDAL release the GIL, so two
-    blocks in flight keep two cores busy. At most ``2 * workers`` blocks are in flight, so
-    memory stays bounded whatever the scene size. Results come back in block order.
+    blocks in flight keep two cores busy. Each worker takes a whole stripe of blocks and goes
+    down it, so the file tiles that neighbouring blocks share are decoded once and then found
+    in GDAL's block cache (a stripe's few rows of tiles fit; a whole scene's width does not).
+    At most ``2 * workers`` results wait to be consumed, so memory stays bounded whatever the
+    scene size. Results come back in the order they are done.
     """
 
     def __init__(self, before, after, grid, shift, nodata, *, shared, workers: int,
@@ -98,36 +102,89 @@ class _ReaderPool:
             self._local.readers = (b, a_grid)
         return self._local.readers
 
-    def map(self, fn, items):
+    def map(self, fn, stripes: list[list]):
+        """``(item[0], fn(item, readers))`` for every item of every stripe."""
         if self.workers == 1:
-            for item in items:
-                yield item[0], fn(item, self.shared)
+            for stripe in stripes:
+                for item in stripe:
+                    yield item[0], fn(item, self.shared)
             return
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
         kernel_threads = cv2.getNumThreads()
         cv2.setNumThreads(1)  # parallel blocks instead of parallel kernels
         try:
-            yield from self._map(fn, items, ThreadPoolExecutor, deque)
+            yield from self._map(fn, stripes)
         finally:
             cv2.setNumThreads(kernel_threads)
 
-    def _map(self, fn, items, executor, deque):
-        with executor(self.workers) as pool:
-            pending: deque = deque()
-            for item in items:
-                pending.append((item[0], pool.submit(lambda it=item: fn(it, self._readers()))))
-                if len(pending) >= 2 * self.workers:
-                    core, fut = pending.popleft()
-                    yield core, fut.result()
-            while pending:
-                core, fut = pending.popleft()
-                yield core, fut.result()
+    def _map(self, fn, stripes: list[list]):
+        import queue
+
+        results: queue.Queue = queue.Queue(maxsize=2 * self.workers)
+        todo = iter(stripes)
+        stop = threading.Event()
+
+        def put(entry) -> None:
+            while not stop.is_set():
+                try:
+                    results.put(entry, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        def work() -> None:
+            try:
+                readers = self._readers()
+                while not stop.is_set():
+                    with self._lock:
+                        stripe = next(todo, None)
+                    if stripe is None:
+                        return
+                    for item in stripe:
+                        if stop.is_set():
+                            return
+                        put((item[0], fn(item, readers), None))
+            except BaseException as err:  # handed to the consumer, raised there
+                put((None, None, err))
+
+        threads = [threading.Thread(target=work, daemon=True) for _ in range(self.workers)]
+        for t in threads:
+            t.start()
+        try:
+            for _ in range(sum(len(s) for s in stripes)):
+                core, value, err = results.get()
+                if err is not None:
+                    raise err
+                yield core, value
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
 
     def close(self) -> None:
         for h in self._opened:
             h.close()
         self._opened.clear()
+
+
+def _stripe_px(b_ds, a_ds, block_px: int, tiled_stripe_px: int = 4096) -> int:
+    """Width of the stripes of pass-1 blocks that one worker goes down.
+
+    Tiled inputs: about ``tiled_stripe_px``, so that the tiles a stripe's blocks share stay in
+    GDAL's block cache; files stored in strips of whole rows: the whole width (every block of a
+    row reads the same strips).
+    """
+    tiled = all(ds.block_shapes[0][1] < ds.width for ds in (b_ds, a_ds))
+    if not tiled:
+        return max(b_ds.width, a_ds.width, block_px)
+    return max(block_px, tiled_stripe_px // block_px * block_px)
+
+
+def _stripes(blocks: list[tuple[Window, Window]], stripe_px: int) -> list[list]:
+    """``blocks`` grouped into vertical stripes ``stripe_px`` wide, each in row order."""
+    groups: dict[int, list] = {}
+    for item in blocks:
+        groups.setdefault(int(item[0].col_off) // stripe_px, []).append(item)
+    return [groups[k] for k in sorted(groups)]
 
 
 def blob_margin_px(config: Config, res_m: float) -> int:
@@ -293,6 +350,7 @@ def _run_pair_into(out: Path, before, after, config: Config, *, allow_unregister
             reach = mask_reach_px(config.difference, res)
             block = config.processing.block_px
             pass1 = list(rio.block_windows(grid.width, grid.height, block, reach))
+            stripes = _stripes(pass1, _stripe_px(b_ds, a_ds, block))
             pass2 = list(rio.block_windows(grid.width, grid.height, block,
                                            blob_margin_px(config, res)))
             total = len(pass1) + len(pass2)
@@ -311,7 +369,7 @@ def _run_pair_into(out: Path, before, after, config: Config, *, allow_unregister
                                      shared=(b_ds, a_vrt), workers=threads,
                                      gsd_m=config.input.gsd_m)
                 try:
-                    for i, (core, mask) in enumerate(opener.map(job, pass1)):
+                    for i, (core, mask) in enumerate(opener.map(job, stripes)):
                         writer.write(core, mask)
                         if progress:
                             progress(i + 1, total)
@@ -406,7 +464,7 @@ def _measure_shift(b_ds, a_ds, grid, windows, config: Config) -> Shift | None:
     band = config.input.band
     return estimate_shift(samples, max_shift_px=cfg.max_shift_px,
                           inlier_tolerance_px=cfg.inlier_tolerance_px,
-                          refine_iterations=cfg.refine_iterations,
+                          agreement_px=cfg.agreement_px, refine_iterations=cfg.refine_iterations,
                           band=band if band and band <= min(len(s[1]) for s in samples) else None
                           ) if samples else None
 
@@ -486,64 +544,32 @@ def _smoothed_difference(b: np.ndarray, a: np.ndarray, sigma_px: float) -> list[
             for k in range(b.shape[0])]
 
 
-CELL_PX = 256
-
-
 def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad, sigma,
                 grid: rio.Grid, config: Config, watch: _Stopwatch, overview=None) -> np.ndarray:
     """Pass 1: the cleaned change mask of one block's core (0/1, 255 where invalid).
 
-    The score can never exceed the plain smoothed difference, so ``CELL_PX`` cells with no
-    pixel above the low threshold within the mask's reach are known to hold no change, and
-    only the other cells go through the full (costlier) computation, exactly as they would in
-    a whole-array run.
+    The block is read with the mask's reach as margin, so its core is exactly what a
+    whole-array run gives (:func:`pipeline.difference.block_change_mask`).
     """
     nodata = config.input.nodata
-    d = config.difference
     with watch.stage("read"):
         b, vb = rio.read_window(b_ds, padded, bands=b_bands, nodata=nodata)
         a, va = rio.read_window(a_vrt, padded, bands=a_bands, nodata=nodata)
+    r0 = int(core.row_off - padded.row_off)
+    c0 = int(core.col_off - padded.col_off)
+    sl = (slice(r0, r0 + int(core.height)), slice(c0, c0 + int(core.width)))
     if overview is not None:
         with watch.stage("report_images"):
-            r0 = int(core.row_off - padded.row_off)
-            c0 = int(core.col_off - padded.col_off)
-            sl = (slice(r0, r0 + int(core.height)), slice(c0, c0 + int(core.width)))
             overview.add(int(core.col_off), int(core.row_off), b[(slice(None),) + sl], vb[sl],
                          a[(slice(None),) + sl], va[sl])
     with watch.stage("difference"):
         valid = vb & va
         b, a = comparable(b, a)
-        a = normalise(a, rad)
-        bound = np.zeros(valid.shape, np.float32)
-        for k in range(b.shape[0]):
-            diff = cv2.absdiff(_smooth(a[k], d.smoothing_px), _smooth(b[k], d.smoothing_px))
-            np.maximum(bound, diff * (1.0 / float(sigma[k])), out=bound)
-        candidate = (bound > d.low_threshold_sigma) & valid
-        r0 = int(core.row_off - padded.row_off)
-        c0 = int(core.col_off - padded.col_off)
-        h, w = int(core.height), int(core.width)
-        out = np.zeros((h, w), np.uint8)
-        reach = mask_reach_px(d, grid.mean_res_m)
-        for cr in range(r0, r0 + h, CELL_PX):
-            for cc in range(c0, c0 + w, CELL_PX):
-                ch, cw = min(CELL_PX, r0 + h - cr), min(CELL_PX, c0 + w - cc)
-                y0, x0 = max(0, cr - reach), max(0, cc - reach)
-                y1, x1 = min(valid.shape[0], cr + ch + reach), min(valid.shape[1], cc + cw + reach)
-                if not candidate[y0:y1, x0:x1].any():
-                    continue
-                sub = (slice(y0, y1), slice(x0, x1))
-                score = change_score(b[(slice(None),) + sub], a[(slice(None),) + sub], valid[sub],
-                                     sigma, smoothing_px=d.smoothing_px, tolerance_px=d.tolerance_px)
-                shadow = shadow_change(b[(slice(None),) + sub], a[(slice(None),) + sub])
-                mask = change_mask(score, valid[sub], grid.mean_res_m, d, shadow=shadow)
-                out[cr - r0:cr - r0 + ch, cc - c0:cc - c0 + cw] = \
-                    mask[cr - y0:cr - y0 + ch, cc - x0:cc - x0 + cw]
-        out[~valid[r0:r0 + h, c0:c0 + w]] = rio.MaskWriter.NODATA
+        mask = block_change_mask(b, normalise(a, rad), valid, sigma, grid.mean_res_m,
+                                 config.difference)
+        out = mask[sl].astype(np.uint8)
+        out[~valid[sl]] = rio.MaskWriter.NODATA
     return out
-
-
-def _smooth(band: np.ndarray, sigma_px: float) -> np.ndarray:
-    return cv2.GaussianBlur(band, (0, 0), sigma_px) if sigma_px > 0 else band
 
 
 def _detect_block(writer: rio.MaskWriter, b_ds, a_vrt, core: Window, padded: Window, b_bands,
@@ -560,7 +586,7 @@ def _detect_block(writer: rio.MaskWriter, b_ds, a_vrt, core: Window, padded: Win
     dets = []
     for blob in blobs:
         too_small = blob.area_px < d.min_pixels or blob.area_m2 < d.min_area_m2
-        if too_small or footprint_class(blob.length_m, blob.width_m, config.classes)[0] is None:
+        if too_small or not may_hold_class(blob.length_m, blob.width_m, config.classes):
             continue
         c0, r0, c1, r1 = blob.bbox_px
         chip = Window(c0 - pad, r0 - pad, c1 - c0 + 2 * pad, r1 - r0 + 2 * pad).intersection(full)

@@ -1,0 +1,483 @@
+"""Accuracy cases from annotated imagery: truth changes derived from per-date aircraft boxes.
+
+Turns two dates' box annotations (no change labels) into the truth the evaluation stage reads:
+boxes matched across dates are unchanged, the rest appeared or disappeared, and what cannot be
+judged (cut by a frame edge, outside the common overlap) becomes an ignore region.
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.warp import transform as warp_transform
+from scipy.optimize import linear_sum_assignment
+from shapely.geometry import Polygon, mapping
+from shapely.geometry.polygon import orient
+
+from . import rasterio_io as rio
+from .config import Config
+from .errors import InputError, RegistrationError
+from .evaluate import Score, excused, is_ignore, match
+
+#: Annotation label of a whole aircraft; every other label (``Truncated_airplane``) is unjudgeable.
+AIRPLANE = "Airplane"
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box in one image's pixels: x right, y down, (0, 0) the top-left corner."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    label: str = AIRPLANE
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
+
+    @property
+    def long_px(self) -> float:
+        return max(self.x1 - self.x0, self.y1 - self.y0)
+
+    @property
+    def short_px(self) -> float:
+        return min(self.x1 - self.x0, self.y1 - self.y0)
+
+    def moved(self, dx_px: float, dy_px: float) -> Box:
+        return Box(self.x0 + dx_px, self.y0 + dy_px, self.x1 + dx_px, self.y1 + dy_px, self.label)
+
+    def inside(self, x0: float, y0: float, x1: float, y1: float) -> bool:
+        """Whether the box lies wholly in the rectangle (x0, y0)-(x1, y1)."""
+        return self.x0 >= x0 and self.y0 >= y0 and self.x1 <= x1 and self.y1 <= y1
+
+    def union(self, other: Box) -> Box:
+        return Box(min(self.x0, other.x0), min(self.y0, other.y0), max(self.x1, other.x1),
+                   max(self.y1, other.y1), self.label)
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Changes between two dates, every box in BEFORE pixels.
+
+    ``unchanged`` holds the matched (BEFORE box, AFTER box moved onto BEFORE) pairs; ``ignore``
+    the regions that cannot be judged, each with its reason.
+    """
+
+    appeared: list[Box]
+    disappeared: list[Box]
+    ignore: list[tuple[Box, str]]
+    unchanged: list[tuple[Box, Box]]
+    offset_px: tuple[float, float]
+
+    @property
+    def residual_px(self) -> tuple[float, float] | None:
+        """Median (dx, dy) from unchanged BEFORE boxes to their AFTER boxes, pixels.
+
+        Near zero when the offset agrees with the annotations (hand-drawn boxes scatter by a few
+        pixels); None without unchanged boxes.
+        """
+        if not self.unchanged:
+            return None
+        d = np.array([np.subtract(a.centre, b.centre) for b, a in self.unchanged])
+        return float(np.median(d[:, 0])), float(np.median(d[:, 1]))
+
+
+@dataclass(frozen=True)
+class Case:
+    """One BEFORE/AFTER pair of plain (unreferenced) annotated images, and how to place them.
+
+    ``after_offset_px`` (col, row) puts AFTER's top-left pixel that many BEFORE pixels right and
+    down of BEFORE's when both are wrapped as GeoTIFFs (see :func:`wrap_case`); a control holds
+    no real change.
+    """
+
+    group: str
+    before: Path
+    after: Path
+    control: bool = False
+    after_offset_px: tuple[float, float] = (0.0, 0.0)
+    gsd_m: float = 0.5
+
+    @property
+    def before_id(self) -> str:
+        return self.before.name
+
+    @property
+    def after_id(self) -> str:
+        return self.after.name
+
+    @property
+    def name(self) -> str:
+        return f"{self.group}_{self.before.stem[:8]}_{self.after.stem[:8]}"
+
+
+@dataclass(frozen=True)
+class CaseScore:
+    """Aircraft scores of one case, and what the scores leave out.
+
+    ``score`` counts aircraft only, change included. ``excused`` detections lay on or near an
+    ignore region (not counted); ``launchers`` are launcher-sized detections (reported, not
+    scored); ``wrong_change`` false positives would have matched a truth aircraft of the other
+    change. ``false_positives`` and ``misses`` are the features behind ``fp`` and ``fn``.
+    """
+
+    score: Score
+    excused: int
+    launchers: int
+    wrong_change: int
+    false_positives: list[dict] = field(default_factory=list)
+    misses: list[dict] = field(default_factory=list)
+
+
+def parse_box(geometry: str, label: str) -> Box:
+    """The bounding box of a Python-literal list of (x, y) vertices, e.g. ``"[(1, 2), ...]"``.
+
+    Raises ValueError when the text is not such a list or encloses no area.
+    """
+    try:
+        points = ast.literal_eval(geometry)  # a literal only: never evaluates code
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as err:
+        raise ValueError(f"geometry is not a list of (x, y) points: {err}") from None
+    if not isinstance(points, (list, tuple)) or len(points) < 2 or not all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and
+            all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in p) for p in points):
+        raise ValueError("geometry is not a list of at least two (x, y) number pairs")
+    xs = [float(p[0]) for p in points]
+    ys = [float(p[1]) for p in points]
+    box = Box(min(xs), min(ys), max(xs), max(ys), label)
+    if box.x1 <= box.x0 or box.y1 <= box.y0:
+        raise ValueError("geometry encloses no area")
+    return box
+
+
+def load_annotations(csv_path: str | Path) -> dict[str, list[Box]]:
+    """Boxes per image from a CSV with columns ``image_id``, ``geometry`` and ``class``.
+
+    ``geometry`` is a Python-literal list of (x, y) pixel vertices (the Airbus aircraft sample's
+    format); each box is their bounding box, labelled with ``class``. Images keep their file
+    names as keys (``"<id>.jpg"``).
+
+    Raises
+    ------
+    InputError
+        The file is missing or unreadable, lacks a column, or a row is malformed (the message
+        names the file and the row's line number).
+    """
+    path = Path(csv_path)
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"image_id", "geometry", "class"} - set(reader.fieldnames or [])
+            if missing:
+                raise InputError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+            boxes: dict[str, list[Box]] = {}
+            for row in reader:
+                image, geometry, label = row.get("image_id"), row.get("geometry"), row.get("class")
+                if not image or not geometry or not label:
+                    raise InputError(f"{path}: row at line {reader.line_num}: empty image_id, "
+                                     "geometry or class")
+                try:
+                    box = parse_box(geometry, label.strip())
+                except ValueError as err:
+                    raise InputError(f"{path}: row at line {reader.line_num}: {err}") from None
+                boxes.setdefault(image.strip(), []).append(box)
+    except FileNotFoundError:
+        raise InputError(f"{path}: annotation file not found") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise InputError(f"{path}: cannot read annotations ({err})") from None
+    return boxes
+
+
+def placement_px(before_path: str | Path, after_path: str | Path) -> tuple[float, float]:
+    """(col, row) of AFTER's top-left corner in BEFORE pixels, from the two transforms.
+
+    Raises
+    ------
+    InputError
+        The two files differ in CRS or pixel size, or are rotated: no offset relates them.
+    """
+    with rio.open_raster(before_path, "BEFORE") as b, rio.open_raster(after_path, "AFTER") as a:
+        if b.crs != a.crs:
+            raise InputError(f"{after_path}: CRS {a.crs} differs from BEFORE's {b.crs}")
+        tb, ta = b.transform, a.transform
+        if tb.b or tb.d or ta.b or ta.d or not (math.isclose(tb.a, ta.a, rel_tol=1e-6)
+                                                and math.isclose(tb.e, ta.e, rel_tol=1e-6)):
+            raise InputError(f"{after_path}: pixel grid is rotated or its pixel size differs from "
+                             f"BEFORE's ({before_path}); an offset alone cannot relate them")
+        col, row = ~tb @ (ta.c, ta.f)
+    return float(col), float(row)
+
+
+def frame_offset(before_path: str | Path, after_path: str | Path, config: Config | None = None
+                 ) -> tuple[float, float]:
+    """Where AFTER's content lies relative to BEFORE: ``(dx, dy)`` BEFORE pixels.
+
+    What BEFORE shows at its pixel (x, y) lies at AFTER's own pixel (x + dx, y + dy): the
+    residual shift that the pipeline's co-registration measures on the BEFORE grid
+    (:func:`pipeline.run.coregister_pair`, same ``config``, same sign as its ``Shift``) less
+    AFTER's placement (:func:`placement_px`).
+
+    Examples
+    --------
+    The Airbus G8 crops, ``ef92f434[y + 768, x - 512] == e9021b38[y, x]``, wrapped with AFTER
+    placed at ``offset_px=(512, -768)``, give about (-512, 768); G5's re-cut pair, both wrapped
+    at one origin, about (-3.49, -12.33).
+
+    Raises
+    ------
+    InputError
+        See :func:`placement_px`.
+    RegistrationError
+        The co-registration measured no shift, or one below ``coregistration.min_quality``.
+    """
+    from .run import coregister_pair  # the run module imports every stage; only needed here
+
+    config = config or Config()
+    col0, row0 = placement_px(before_path, after_path)
+    shift, _ = coregister_pair(before_path, after_path, config)
+    if shift is None or shift.quality < config.coregistration.min_quality:
+        why = "no window could be measured" if shift is None else f"quality {shift.quality:.2f}"
+        raise RegistrationError(f"{after_path}: co-registration with {before_path} failed ({why})")
+    return shift.dx_px - col0, shift.dy_px - row0
+
+
+def match_boxes(before: list[Box], after: list[Box], *, max_distance_frac: float = 0.5
+                ) -> list[tuple[int, int]]:
+    """One-to-one matches (i, j) of boxes of two dates, both already in the same pixel frame.
+
+    Optimal assignment (Hungarian method) on the distance between centres; a pair may match
+    when its centres lie within ``max_distance_frac`` of the longer side of the larger box.
+
+    Notes
+    -----
+    The annotations do not say which aircraft is which: a different aircraft parked on the same
+    stand overlaps the old box and is taken for the same one (no change), although a detector
+    may rightly see a change there.
+    """
+    if not before or not after:
+        return []
+    cb = np.array([b.centre for b in before])
+    ca = np.array([a.centre for a in after])
+    dist = np.linalg.norm(cb[:, None, :] - ca[None, :, :], axis=2)
+    size = np.maximum(np.array([b.long_px for b in before])[:, None],
+                      np.array([a.long_px for a in after])[None, :])
+    allowed = dist <= max_distance_frac * size
+    rows, cols = linear_sum_assignment(np.where(allowed, dist, 1e9))
+    return [(int(i), int(j)) for i, j in zip(rows, cols) if allowed[i, j]]
+
+
+def build_truth(before_boxes: list[Box], after_boxes: list[Box], offset: tuple[float, float],
+                before_shape: tuple[int, int], after_shape: tuple[int, int], *,
+                edge_px: float = 16.0, max_distance_frac: float = 0.5) -> Truth:
+    """Appeared, disappeared and ignore regions from two dates' aircraft boxes.
+
+    Parameters
+    ----------
+    before_boxes, after_boxes : list of Box
+        Each date's boxes in its own image's pixels.
+    offset : (float, float)
+        ``(dx, dy)`` from :func:`frame_offset`: BEFORE's (x, y) lies at AFTER's (x + dx, y + dy).
+        AFTER's boxes are moved by ``-offset`` into BEFORE pixels.
+    before_shape, after_shape : (int, int)
+        (rows, cols) of each image.
+    edge_px : float
+        A box closer than this to either frame's edge (or reaching outside the common overlap)
+        cannot be judged.
+    max_distance_frac : float
+        Matching limit, see :func:`match_boxes`.
+
+    Returns
+    -------
+    Truth
+        Unmatched judgeable ``Airplane`` boxes of BEFORE disappeared, of AFTER appeared.
+        Unmatched unjudgeable boxes (another label such as ``Truncated_airplane``, at an edge,
+        outside the overlap) and matched pairs with an unjudgeable member are ignore regions:
+        neither rewarded nor punished.
+    """
+    dx, dy = offset
+    moved = [a.moved(-dx, -dy) for a in after_boxes]
+    # the common overlap, in BEFORE pixels, less the edge margin
+    x0 = max(0.0, -dx) + edge_px
+    y0 = max(0.0, -dy) + edge_px
+    x1 = min(float(before_shape[1]), after_shape[1] - dx) - edge_px
+    y1 = min(float(before_shape[0]), after_shape[0] - dy) - edge_px
+
+    def why_not(box: Box) -> str | None:
+        if box.label != AIRPLANE:
+            return box.label
+        if not box.inside(x0, y0, x1, y1):
+            return "edge"
+        return None
+
+    pairs = match_boxes(before_boxes, moved, max_distance_frac=max_distance_frac)
+    ignore, unchanged = [], []
+    for i, j in pairs:
+        b, a = before_boxes[i], moved[j]
+        reason = why_not(b) or why_not(a)
+        if reason is not None:
+            ignore.append((b.union(a), reason))
+        else:
+            unchanged.append((b, a))
+    seen_b = {i for i, _ in pairs}
+    seen_a = {j for _, j in pairs}
+    disappeared, appeared = [], []
+    for boxes, seen, out in ((before_boxes, seen_b, disappeared), (moved, seen_a, appeared)):
+        for k, box in enumerate(boxes):
+            if k in seen:
+                continue
+            reason = why_not(box)
+            if reason is None:
+                out.append(box)
+            else:
+                ignore.append((box, reason))
+    return Truth(appeared, disappeared, ignore, unchanged, (float(dx), float(dy)))
+
+
+def truth_collection(truth: Truth, transform: Affine, crs, res_m: tuple[float, float]) -> dict:
+    """The truth as an RFC 7946 FeatureCollection (lon/lat), the schema of ``truth.geojson``.
+
+    ``transform`` and ``crs`` are BEFORE's; ``res_m`` its pixel size (x, y) in metres. Each box
+    becomes a Polygon with properties id, category ``"aircraft"``, change, length_m and width_m;
+    ignore regions have change ``"unknown"``, ``"ignore": true`` and their ``reason``.
+    """
+    items = ([(b, "appeared", None) for b in truth.appeared]
+             + [(b, "disappeared", None) for b in truth.disappeared]
+             + [(b, "unknown", reason) for b, reason in truth.ignore])
+    features = []
+    for k, (box, change, reason) in enumerate(items, start=1):
+        corners = [(box.x0, box.y0), (box.x1, box.y0), (box.x1, box.y1), (box.x0, box.y1)]
+        xs, ys = zip(*(transform @ c for c in corners))
+        lon, lat = warp_transform(crs, "EPSG:4326", list(xs), list(ys))
+        ring = orient(Polygon(zip(np.round(lon, 8), np.round(lat, 8))), sign=1.0)
+        w_m, h_m = (box.x1 - box.x0) * res_m[0], (box.y1 - box.y0) * res_m[1]
+        props = {"id": f"t{k:03d}", "category": "aircraft", "change": change,
+                 "length_m": round(max(w_m, h_m), 2), "width_m": round(min(w_m, h_m), 2)}
+        if reason is not None:
+            props.update(ignore=True, reason=reason)
+        features.append({"type": "Feature", "geometry": mapping(ring), "properties": props})
+    return {"type": "FeatureCollection", "offset_px": [round(v, 3) for v in truth.offset_px],
+            "features": features}
+
+
+def write_truth(path: str | Path, truth: Truth, before_tif: str | Path) -> Path:
+    """Write :func:`truth_collection` on BEFORE's grid (a georeferenced raster) to ``path``."""
+    with rio.open_raster(before_tif, "BEFORE") as ds:
+        grid = rio.grid_of(ds)
+    rio.write_text_atomic(path, json.dumps(truth_collection(truth, grid.transform, grid.crs,
+                                                            grid.res_m), indent=1))
+    return Path(path)
+
+
+def score_case(truth_features: list[dict], detection_features: list[dict], *,
+               max_distance_m: float = 10.0, ignore_margin_m: float = 5.0) -> CaseScore:
+    """Aircraft precision and recall of one case, with :func:`pipeline.evaluate.match`.
+
+    Only ``category == "aircraft"`` counts on both sides, and a match needs the same change.
+    Truth features marked ``ignore`` are no truth, and a detection that matches none and lies
+    within ``ignore_margin_m`` of one is left out (``excused``). Launcher-sized detections are
+    counted apart, never as aircraft errors.
+    """
+    def of(features, change):
+        return [f for f in features if (f.get("properties") or {}).get("change") == change]
+
+    regions = [f for f in truth_features if is_ignore(f)]
+    truth = [f for f in truth_features if not is_ignore(f)
+             and (f.get("properties") or {}).get("category") == "aircraft"]
+    found = [f for f in detection_features
+             if (f.get("properties") or {}).get("category") == "aircraft"]
+    launchers = sum((f.get("properties") or {}).get("category") == "launcher"
+                    for f in detection_features)
+    tp = n_excused = 0
+    fps, misses = [], []
+    for change in sorted({(f.get("properties") or {}).get("change") for f in truth + found},
+                         key=str):
+        t, d = of(truth, change), of(found, change)
+        _, pairs = match(t, d, max_distance_m)
+        gone = set(excused(d, pairs, regions, ignore_margin_m))
+        tp += len(pairs)
+        n_excused += len(gone)
+        hit_d = {j for _, j in pairs}
+        hit_t = {i for i, _ in pairs}
+        fps += [f for j, f in enumerate(d) if j not in hit_d and j not in gone]
+        misses += [f for i, f in enumerate(t) if i not in hit_t]
+    # false positives that sit on a missed truth object of another change
+    wrong = 0
+    for change in {(f.get("properties") or {}).get("change") for f in misses}:
+        others = [f for f in fps if (f.get("properties") or {}).get("change") != change]
+        wrong += match(of(misses, change), others, max_distance_m)[0].tp
+    return CaseScore(Score(tp, len(fps), len(misses)), n_excused, int(launchers), wrong,
+                     fps, misses)
+
+
+def wrap_case(case: Case, folder: str | Path) -> tuple[Path, Path]:
+    """Write a case's images as ``before.tif`` and ``after.tif`` GeoTIFFs in ``folder``.
+
+    Both lie on a nominal north-up grid (EPSG:32636, ``case.gsd_m``), AFTER placed by
+    ``case.after_offset_px``; the pipeline measures any remaining shift.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    before = rio.wrap_plain_image(case.before, folder / "before.tif", gsd_m=case.gsd_m)
+    after = rio.wrap_plain_image(case.after, folder / "after.tif", gsd_m=case.gsd_m,
+                                 offset_px=case.after_offset_px)
+    return before, after
+
+
+def image_shape(path: str | Path) -> tuple[int, int]:
+    """(rows, cols) of any raster GDAL reads (a plain JPEG too)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path) as ds:
+            return ds.height, ds.width
+
+
+#: Airbus sample controls: (BEFORE, AFTER) id prefixes -> AFTER's placement in BEFORE pixels.
+#: G5's pair is one acquisition re-cut (the pipeline finds its shift); G8's two crops of one
+#: scene overlap with ``ef92f434[y + 768, x - 512] == e9021b38[y, x]`` (SOURCE.md).
+AIRBUS_CONTROLS = {("b3c7c22d", "fc8f9dc5"): (0.0, 0.0), ("e9021b38", "ef92f434"): (512.0, -768.0)}
+
+
+def airbus_cases(dataset_dir: str | Path) -> list[Case]:
+    """Every same-airport pair of the Airbus aircraft sample, in ``derived_groups.csv`` order.
+
+    BEFORE is the earlier row of a group, AFTER the later one; unannotated images (G4's extras)
+    are left out. The two no-change controls are flagged (:data:`AIRBUS_CONTROLS`).
+
+    Raises
+    ------
+    InputError
+        ``derived_groups.csv`` or ``annotations.csv`` is missing or malformed.
+    """
+    root = Path(dataset_dir)
+    annotated = set(load_annotations(root / "annotations.csv"))
+    groups: dict[str, list[Path]] = {}
+    path = root / "derived_groups.csv"
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                if not row.get("group") or not row.get("file"):
+                    raise InputError(f"{path}: a row lacks group or file")
+                image = root / row["file"]
+                if image.name in annotated:
+                    groups.setdefault(row["group"], []).append(image)
+    except FileNotFoundError:
+        raise InputError(f"{path}: group file not found") from None
+    cases = []
+    for group, images in groups.items():
+        for i, before in enumerate(images):
+            for after in images[i + 1:]:
+                key = (before.name[:8], after.name[:8])
+                cases.append(Case(group, before, after, control=key in AIRBUS_CONTROLS,
+                                  after_offset_px=AIRBUS_CONTROLS.get(key, (0.0, 0.0))))
+    return cases
