@@ -62,9 +62,12 @@ class RadiometryConfig(_Strict):
 
 class DifferenceConfig(_Strict):
     smoothing_px: float = Field(0.8, ge=0, description="Gaussian sigma applied to both images, pixels")
-    tolerance_px: int = Field(1, ge=0, le=3, description="misregistration tolerated per pixel (neighbourhood radius)")
+    tolerance_px: int = Field(3, ge=0, le=6, description="misregistration tolerated per pixel (neighbourhood radius)")
     threshold_sigma: float = Field(5.0, gt=0, description="seed threshold, in noise standard deviations")
     low_threshold_sigma: float = Field(3.0, gt=0, description="seeds grow into pixels above this")
+    blob_sigma: float = Field(5.0, gt=0, description="a blob's mean change score must reach this "
+                              "(noise standard deviations): a real object changes strongly over "
+                              "its whole body, soil, haze and vehicles' speckle do not")
     grow_m: float = Field(3.0, ge=0, description="how far seeds grow, metres")
     min_contrast: float = Field(0.12, ge=0, le=1, description="a seed must also differ by this share of "
                                 "BEFORE's 2-98 % value range (ignores faint roof and haze changes)")

@@ -605,8 +605,8 @@ def _detect_block(writer: rio.MaskWriter, b_ds, a_vrt, core: Window, padded: Win
                              tolerance_px=d.tolerance_px)
         s = score[inside]
         blob = replace(blob, mean_score=float(s.mean()), max_score=float(s.max()))
-        if blob.mean_score < d.low_threshold_sigma:
-            continue  # sparse speckle that the closing joined, not an object
+        if blob.mean_score < d.blob_sigma:
+            continue  # weak over its body (speckle the closing joined, soil, haze): no object
         ring = ring_around(inside, chip_mask != 0, ring_px) & vb & va
         det = classify_blob(blob, b, a, inside, ring, config.classes, score=score, res_m=grid.res_m,
                             chip_offset_px=(int(chip.col_off), int(chip.row_off)))

@@ -226,3 +226,25 @@ def _nodata0():
 
     c = Config()
     return c.model_copy(update={"input": c.input.model_copy(update={"nodata": 0})})
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("pair, min_f1, min_recall", [
+    # measured F1 0.86 / 0.81, recall 0.83 / 0.79 (benchmarks/accuracy.py); the floor leaves room
+    # for the tie-breaking of blob order, not for a real loss
+    (("4c9d2482", "cc4f3226"), 0.78, 0.75), (("4c9d2482", "996ba764"), 0.72, 0.70)])
+def test_real_pairs_of_g3_find_the_aircraft_that_came_and_went(airbus, tmp_path, pair, min_f1,
+                                                                min_recall):
+    from pipeline.run import run_pair
+
+    _, boxes, cases = airbus
+    case = _case(cases, *pair)
+    before, after = wrap_case(case, tmp_path)
+    offset = frame_offset(before, after, _nodata0())
+    truth = build_truth(boxes[case.before_id], boxes[case.after_id], offset,
+                        image_shape(case.before), image_shape(case.after))
+    write_truth(tmp_path / "truth.geojson", truth, before)
+    run_pair(before, after, tmp_path / "out", _nodata0())
+    s = score_case(load_features(tmp_path / "truth.geojson"),
+                   load_features(tmp_path / "out" / "detections.geojson")).score
+    assert s.f1 >= min_f1 and s.recall >= min_recall, s
