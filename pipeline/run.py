@@ -572,6 +572,30 @@ def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad
     return out
 
 
+LOCAL_NOISE_M = 20.0  # ground around a blob whose noise it is judged against
+
+
+def local_noise_gain(b: np.ndarray, a: np.ndarray, ground: np.ndarray, sigma: np.ndarray,
+                     smoothing_px: float, *, limits: tuple[float, float] = (0.5, 3.0)) -> float:
+    """How much quieter the unchanged ground around a blob is than the scene: the ratio of the
+    score's unit (the scene's noise) to the noise of the ground nearby, median over bands.
+
+    A white aircraft on clean concrete stands out from its apron even when a change of season
+    in the fields made the scene's noise large; a patch of soil in a noisy field does not.
+    Clamped to ``limits``; 1 when there is too little ground to judge.
+    """
+    from .difference import _smooth
+
+    if int(ground.sum()) < 200:
+        return 1.0
+    ratios = []
+    for k in range(b.shape[0]):
+        diff = (_smooth(a[k], smoothing_px) - _smooth(b[k], smoothing_px))[ground]
+        local = 1.4826 * float(np.median(np.abs(diff - np.median(diff))))
+        ratios.append(float(sigma[k]) / max(local, 1e-6))
+    return float(np.clip(np.median(ratios), *limits))
+
+
 def _detect_block(writer: rio.MaskWriter, b_ds, a_vrt, core: Window, padded: Window, b_bands,
                   a_bands, rad, sigma, grid: rio.Grid, config: Config) -> list[Detection]:
     """Pass 2: blobs of the mask whose top-left lies in ``core``, measured and classified."""
@@ -581,7 +605,8 @@ def _detect_block(writer: rio.MaskWriter, b_ds, a_vrt, core: Window, padded: Win
     objects = writer.read(padded) == 1
     blobs, labels = find_blobs(objects, None, grid.res_m, window=padded, core=core)
     ring_px = max(2, int(round(3.0 / res)))
-    pad = ring_px + int(math.ceil(3 * d.smoothing_px)) + d.tolerance_px + 2
+    pad = max(ring_px + int(math.ceil(3 * d.smoothing_px)) + d.tolerance_px + 2,
+              int(math.ceil(LOCAL_NOISE_M / res)))
     full = Window(0, 0, grid.width, grid.height)
     dets = []
     for blob in blobs:
@@ -605,7 +630,8 @@ def _detect_block(writer: rio.MaskWriter, b_ds, a_vrt, core: Window, padded: Win
                              tolerance_px=d.tolerance_px)
         s = score[inside]
         blob = replace(blob, mean_score=float(s.mean()), max_score=float(s.max()))
-        if blob.mean_score < d.blob_sigma:
+        gain = local_noise_gain(b, a, vb & va & (chip_mask == 0), sigma, d.smoothing_px)
+        if blob.mean_score * gain < d.blob_sigma:
             continue  # weak over its body (speckle the closing joined, soil, haze): no object
         ring = ring_around(inside, chip_mask != 0, ring_px) & vb & va
         det = classify_blob(blob, b, a, inside, ring, config.classes, score=score, res_m=grid.res_m,
