@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import base64
 import html
+import itertools
 import json
 import math
+import weakref
+from collections.abc import Mapping
 from pathlib import Path
 
 import cv2
 import numpy as np
+import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
@@ -101,11 +105,34 @@ class Overview:
             return
         size = (x1 - x0, y1 - y0)
         for src, dst in ((before, self.before), (after, self.after)):
-            for k in range(src.shape[0]):
-                dst[k, y0:y1, x0:x1] = cv2.resize(src[k], size, interpolation=cv2.INTER_AREA)
+            dst[:, y0:y1, x0:x1] = _area_resize(src, size)
         for src, dst in ((valid_before, self.valid_before), (valid_after, self.valid_after)):
-            dst[y0:y1, x0:x1] = cv2.resize(src.astype(np.uint8), size,
-                                           interpolation=cv2.INTER_NEAREST) > 0
+            if src.all():
+                dst[y0:y1, x0:x1] = True
+            else:
+                dst[y0:y1, x0:x1] = cv2.resize(src.astype(np.uint8), size,
+                                               interpolation=cv2.INTER_NEAREST) > 0
+
+
+def _area_resize(bands: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(B, m, n) float32 -> (B, size[1], size[0]), each band averaged over pixel areas.
+
+    Three or four bands go through one call (a third of the time, the same values), except for
+    an exact halving, where OpenCV's three-band path rounds differently from its one-band one.
+    """
+    out = np.empty((bands.shape[0], size[1], size[0]), np.float32)
+    halving = size == (bands.shape[2] // 2, bands.shape[1] // 2)
+    k = 0
+    while k < bands.shape[0]:
+        n = min(4, bands.shape[0] - k)
+        if n >= 3 and not halving:
+            merged = cv2.resize(cv2.merge(list(bands[k:k + n])), size, interpolation=cv2.INTER_AREA)
+            out[k:k + n] = merged.reshape(size[1], size[0], n).transpose(2, 0, 1)
+        else:
+            n = 1
+            out[k] = cv2.resize(bands[k], size, interpolation=cv2.INTER_AREA)
+        k += n
+    return out
 
 
 def scene_pictures(b_ds, a_vrt, grid: rio.Grid, detections: list[Detection], b_bands, a_bands,
@@ -116,7 +143,8 @@ def scene_pictures(b_ds, a_vrt, grid: rio.Grid, detections: list[Detection], b_b
     BEFORE pixel), ``res_m`` (BEFORE pixel size, metres), ``detections``, ``chips``
     ({id: [before, after]} display chips with the outline drawn) and ``chip_data``
     ({id: dict(before, after, valid, offset)}: the values read, float32 (B, m, n), for the
-    change-score chip of :func:`write_html`). ``overview`` (a :class:`Overview` on the picture
+    change-score chip of :func:`write_html`); both are mappings that read a chip when it is
+    asked for, so memory does not grow with the number of detections. ``overview`` (a :class:`Overview` on the picture
     grid, filled while the blocks were read) saves a second read of both scenes.
     """
     small = picture_grid(grid, max(256, (config.output.overlay_max_px - PANEL_GAP_PX) // 2))
@@ -128,21 +156,82 @@ def scene_pictures(b_ds, a_vrt, grid: rio.Grid, detections: list[Detection], b_b
         b, vb = rio.read_display(b_ds, small, bands=b_bands, nodata=nodata)
         a, va = rio.read_display(a_vrt, small, bands=a_bands, nodata=nodata)
     b_limits, a_limits = display_limits(b, vb), display_limits(a, va)
-    chips, chip_data = {}, {}
     half = max(16, int(round(config.output.chip_m / grid.mean_res_m / 2)))
-    for det in detections:
-        cx, cy = det.blob.centroid_px
-        w = Window(int(cx) - half, int(cy) - half, 2 * half, 2 * half)
-        w = w.intersection(Window(0, 0, grid.width, grid.height))
-        cb, cvb = rio.read_window(b_ds, w, bands=b_bands, nodata=nodata)
-        ca, cva = rio.read_window(a_vrt, w, bands=a_bands, nodata=nodata)
-        offset = (int(w.col_off), int(w.row_off))
-        chips[det.id] = [chip_picture(to_display(cb, cvb, b_limits), det, offset),
-                         chip_picture(to_display(ca, cva, a_limits), det, offset)]
-        chip_data[det.id] = {"before": cb, "after": ca, "valid": cvb & cva, "offset": offset}
+    chips = _Chips(b_ds, a_vrt, grid, detections, b_bands, a_bands, nodata, half,
+                   (b_limits, a_limits))
     return {"before": to_display(b, vb, b_limits), "after": to_display(a, va, a_limits),
             "scale": scale, "res_m": grid.mean_res_m, "detections": detections,
-            "chips": chips, "chip_data": chip_data}
+            "chips": _ChipView(chips, "pictures"), "chip_data": _ChipView(chips, "data")}
+
+
+class _Chips:
+    """The chips of :func:`scene_pictures`, read when asked for, one detection held at a time.
+
+    A large scene has hundreds of detections; holding all their chips until report.html is
+    written would make memory grow with the scene. When the run's handles are closed by then,
+    the files are opened again by name (closed with this object), and read with a small GDAL
+    block cache.
+    """
+
+    CACHE_BYTES = 64 * 1024 * 1024
+
+    def __init__(self, b_ds, a_vrt, grid: rio.Grid, detections: list[Detection], b_bands,
+                 a_bands, nodata, half_px: int, limits):
+        self._given = (b_ds, a_vrt)
+        self._opened: tuple | None = None
+        self._args = (grid, b_bands, a_bands, nodata, limits)
+        full = Window(0, 0, grid.width, grid.height)
+        self.windows = {}
+        for det in detections:
+            cx, cy = det.blob.centroid_px
+            w = Window(int(cx) - half_px, int(cy) - half_px, 2 * half_px, 2 * half_px)
+            self.windows[det.id] = (det, w.intersection(full))
+        self._last: tuple = (None, None)
+
+    def _readers(self):
+        b_ds, a_vrt = self._given
+        if not (b_ds.closed or a_vrt.ds.closed):
+            return b_ds, a_vrt
+        if self._opened is None:
+            b = rasterio.open(b_ds.name)
+            a = rasterio.open(a_vrt.ds.name)
+            a_grid = rio.AfterOnGrid(a, a_vrt.grid, shift_px=a_vrt.shift_px, nodata=a_vrt.nodata)
+            self._opened = (b, a_grid)
+            weakref.finalize(self, lambda: [h.close() for h in (a_grid, a, b)])
+        return self._opened
+
+    def get(self, det_id: str) -> tuple[list, dict]:
+        """([before, after] display chips, dict(before, after, valid, offset)) of a detection."""
+        if self._last[0] == det_id:
+            return self._last[1]
+        grid, b_bands, a_bands, nodata, (b_limits, a_limits) = self._args
+        det, w = self.windows[det_id]
+        b_ds, a_vrt = self._readers()
+        with rasterio.Env(GDAL_CACHEMAX=self.CACHE_BYTES):
+            cb, cvb = rio.read_window(b_ds, w, bands=b_bands, nodata=nodata)
+            ca, cva = rio.read_window(a_vrt, w, bands=a_bands, nodata=nodata)
+        offset = (int(w.col_off), int(w.row_off))
+        chip = ([chip_picture(to_display(cb, cvb, b_limits), det, offset),
+                 chip_picture(to_display(ca, cva, a_limits), det, offset)],
+                {"before": cb, "after": ca, "valid": cvb & cva, "offset": offset})
+        self._last = (det_id, chip)
+        return chip
+
+
+class _ChipView(Mapping):
+    """``{detection id: chip}`` over :class:`_Chips`: its display pictures or its data."""
+
+    def __init__(self, chips: _Chips, part: str):
+        self._chips, self._index = chips, ("pictures", "data").index(part)
+
+    def __getitem__(self, det_id: str):
+        return self._chips.get(det_id)[self._index]
+
+    def __iter__(self):
+        return iter(self._chips.windows)
+
+    def __len__(self) -> int:
+        return len(self._chips.windows)
 
 
 def chip_picture(rgb: np.ndarray, det: Detection, offset=(0, 0)) -> np.ndarray:
@@ -549,35 +638,46 @@ def _coregistration_html(co: dict, pictures: dict, e) -> str:
             f" (arrow from the window's centre).</figcaption></figure></div>")
 
 
-def _gallery_rows(report: dict, detections: list[Detection], pictures: dict, e) -> tuple[str, bool]:
-    """The gallery's table rows, and whether score chips could be drawn."""
+def _gallery_rows(report: dict, detections: list[Detection], pictures: dict, e):
+    """The gallery's table rows, made one at a time as the file is written (a scene's chips
+    need not all sit in memory), and whether score chips could be drawn."""
     diff = report.get("config", {}).get("difference", {})
     top = 2.0 * float(diff.get("threshold_sigma", 5.0))
-    rows, any_score = [], False
-    for d in detections:
-        b, a = pictures["chips"][d.id]
+
+    def score_of(d: Detection):
         data = pictures.get("chip_data", {}).get(d.id)
-        score_cell = "<td class=na>no score</td>"
-        if data is not None:
-            try:
-                s = score_chip(data["before"], data["after"], data["valid"], report)
-            except (KeyError, ValueError):
-                s = None
+        if data is None:
+            return None, None
+        try:
+            return score_chip(data["before"], data["after"], data["valid"], report), data
+        except (KeyError, ValueError):
+            return None, data
+
+    def rows():
+        for d in detections:
+            b, a = pictures["chips"][d.id]
+            s, data = score_of(d)
+            score_cell = "<td class=na>no score</td>"
             if s is not None:
                 score_cell = f"<td>{_img_tag(chip_picture(colour_score(s, top), d, data['offset']), d.id + ' change score', 'chip')}</td>"
-                any_score = True
-        colour = "#%02x%02x%02x" % CHANGE_COLOURS[d.change]
-        rows.append(
-            f'<tr id="{e(d.id)}"><td class=idcell><span class=tag style="background:{colour}">'
-            f"{e(detection_label(d.id))}</span><br>{e(d.id)}</td>"
-            f"<td>{_img_tag(b, d.id + ' before', 'chip')}</td>"
-            f"<td>{_img_tag(a, d.id + ' after', 'chip')}</td>{score_cell}"
-            f"<td class=nw><b>{e(d.klass)}</b><br>{e(d.category)}</td>"
-            f"<td class={e(d.change)}>{e(d.change)}</td>"
-            f"<td class=nw>{d.blob.length_m:.1f} &times; {d.blob.width_m:.1f} m<br>{d.blob.area_m2:.0f} m&sup2;</td>"
-            f"<td class=num>{d.blob.heading_deg:.0f}&deg;</td>"
-            f"<td class=num>{d.score:.2f}<br><span class=note>{d.blob.mean_score:.1f} &sigma;</span></td></tr>")
-    return "".join(rows), any_score
+            colour = "#%02x%02x%02x" % CHANGE_COLOURS[d.change]
+            yield (
+                f'<tr id="{e(d.id)}"><td class=idcell><span class=tag style="background:{colour}">'
+                f"{e(detection_label(d.id))}</span><br>{e(d.id)}</td>"
+                f"<td>{_img_tag(b, d.id + ' before', 'chip')}</td>"
+                f"<td>{_img_tag(a, d.id + ' after', 'chip')}</td>{score_cell}"
+                f"<td class=nw><b>{e(d.klass)}</b><br>{e(d.category)}</td>"
+                f"<td class={e(d.change)}>{e(d.change)}</td>"
+                f"<td class=nw>{d.blob.length_m:.1f} &times; {d.blob.width_m:.1f} m<br>{d.blob.area_m2:.0f} m&sup2;</td>"
+                f"<td class=num>{d.blob.heading_deg:.0f}&deg;</td>"
+                f"<td class=num>{d.score:.2f}<br><span class=note>{d.blob.mean_score:.1f} &sigma;</span></td></tr>")
+
+    # the legend stands above the rows: usually the first detection settles it
+    any_score = any(score_of(d)[0] is not None for d in detections)
+    return rows(), any_score
+
+
+_GALLERY_ROWS = "\x00gallery rows\x00"  # where write_html streams the rows into the page
 
 
 _CSS = """
@@ -679,9 +779,10 @@ the blob's mean change score in noise &sigma;.</p>
 <table class=gallery><tr><th>#</th><th>BEFORE</th><th>AFTER</th><th>change score</th><th>class</th>
 <th>change</th><th>size<br><span class=note>length &times; width, area</span></th>
 <th>heading<br><span class=note>from north</span></th><th>score<br><span class=note>0 to 1</span></th></tr>
-{rows}</table>
+{_GALLERY_ROWS}</table>
 <p class=note>detect-changes {e(str(report.get('version', '')))}{'; ' + e(timings) if timings else ''}</p>
 </body></html>
 """
-    rio.write_text_atomic(path, page)
+    head, tail = page.split(_GALLERY_ROWS)
+    rio.write_parts_atomic(path, itertools.chain([head], rows, [tail]))
     return Path(path)

@@ -69,7 +69,7 @@ class _Stopwatch:
 
 
 class _ReaderPool:
-    """Runs pass-1 blocks on ``workers`` threads, each with its own dataset handles.
+    """Runs the blocks of a pass on ``workers`` threads, each with its own dataset handles.
 
     GDAL datasets must not be shared between threads; OpenCV and GDAL release the GIL, so two
     blocks in flight keep two cores busy. Each worker takes a whole stripe of blocks and goes
@@ -80,9 +80,10 @@ class _ReaderPool:
     """
 
     def __init__(self, before, after, grid, shift, nodata, *, shared, workers: int,
-                 gsd_m: float | None = None):
+                 gsd_m: float | None = None, mask: rio.MaskWriter | None = None):
         self.args = (before, after, grid, shift, nodata)
         self.gsd_m = gsd_m
+        self.mask = mask  # pass 2: each worker also reads the mask written in pass 1
         self.shared = shared
         self.workers = max(1, workers)
         self._local = threading.local()
@@ -97,9 +98,12 @@ class _ReaderPool:
             b = rio.open_raster(before, "BEFORE", gsd_m=self.gsd_m)
             a = rio.open_raster(after, "AFTER", gsd_m=self.gsd_m)
             a_grid = rio.AfterOnGrid(a, grid, shift_px=shift, nodata=nodata)
+            readers = (b, a_grid)
+            if self.mask is not None:
+                readers += (self.mask.reader(),)
             with self._lock:
-                self._opened += [a_grid, a, b]
-            self._local.readers = (b, a_grid)
+                self._opened += [a_grid, a, b, *readers[2:]]
+            self._local.readers = readers
         return self._local.readers
 
     def map(self, fn, stripes: list[list]):
@@ -185,6 +189,19 @@ def _stripes(blocks: list[tuple[Window, Window]], stripe_px: int) -> list[list]:
     for item in blocks:
         groups.setdefault(int(item[0].col_off) // stripe_px, []).append(item)
     return [groups[k] for k in sorted(groups)]
+
+
+def _may_hold_blobs(block_windows: tuple[Window, Window], changed: set[tuple[int, int]],
+                    block_px: int) -> bool:
+    """Whether a pass-2 block can hold a blob: the blobs it keeps start in its core, so their
+    pixels lie in that core or in the cores below and to the right that its padded window
+    reaches; ``changed`` holds the (row, col) offsets of the cores with a pixel of change."""
+    core, padded = block_windows
+    r, c = int(core.row_off), int(core.col_off)
+    below = int(padded.row_off + padded.height) - r
+    right = int(padded.col_off + padded.width) - c
+    return any((r + dr, c + dc) in changed
+               for dr in range(0, below, block_px) for dc in range(0, right, block_px))
 
 
 def blob_margin_px(config: Config, res_m: float) -> int:
@@ -350,7 +367,7 @@ def _run_pair_into(out: Path, before, after, config: Config, *, allow_unregister
             reach = mask_reach_px(config.difference, res)
             block = config.processing.block_px
             pass1 = list(rio.block_windows(grid.width, grid.height, block, reach))
-            stripes = _stripes(pass1, _stripe_px(b_ds, a_ds, block))
+            stripe_px = _stripe_px(b_ds, a_ds, block)
             pass2 = list(rio.block_windows(grid.width, grid.height, block,
                                            blob_margin_px(config, res)))
             total = len(pass1) + len(pass2)
@@ -368,21 +385,42 @@ def _run_pair_into(out: Path, before, after, config: Config, *, allow_unregister
                 opener = _ReaderPool(before, after, grid, field or (dx, dy), nodata,
                                      shared=(b_ds, a_vrt), workers=threads,
                                      gsd_m=config.input.gsd_m)
+                changed: set[tuple[int, int]] = set()  # cores with a pixel of change
                 try:
-                    for i, (core, mask) in enumerate(opener.map(job, stripes)):
+                    for i, (core, mask) in enumerate(opener.map(job, _stripes(pass1, stripe_px))):
                         writer.write(core, mask)
+                        if (mask == 1).any():
+                            changed.add((int(core.row_off), int(core.col_off)))
                         if progress:
                             progress(i + 1, total)
                 finally:
                     opener.close()
                 writer.flush()
-                detections: list[Detection] = []
-                for i, (core, padded) in enumerate(pass2):
+                # pass 2 only where a blob can start: most of a large real scene holds no change
+                busy = [item for item in pass2 if _may_hold_blobs(item, changed, block)]
+                done = len(pass1) + len(pass2) - len(busy)
+                found_in: dict[tuple[int, int], list[Detection]] = {}
+
+                def find(block_windows, readers):
+                    b_r, a_r, mask_r = readers
                     with watch.stage("blobs"):
-                        detections += _detect_block(writer, b_ds, a_vrt, core, padded, b_bands,
-                                                    a_bands, rad, sigma, grid, config)
-                    if progress:
-                        progress(len(pass1) + i + 1, total)
+                        return _detect_block(mask_r, b_r, a_r, *block_windows, b_bands, a_bands,
+                                             rad, sigma, grid, config)
+
+                finder = _ReaderPool(before, after, grid, field or (dx, dy), nodata,
+                                     shared=(b_ds, a_vrt, writer), workers=threads,
+                                     gsd_m=config.input.gsd_m, mask=writer)
+                try:
+                    for i, (core, found) in enumerate(finder.map(find, _stripes(busy, stripe_px))):
+                        found_in[int(core.row_off), int(core.col_off)] = found
+                        if progress:
+                            progress(done + i + 1, total)
+                finally:
+                    finder.close()
+                # in block order, whatever order the workers finished in
+                detections: list[Detection] = [
+                    det for core, _ in busy
+                    for det in found_in[int(core.row_off), int(core.col_off)]]
                 with watch.stage("write_mask"):
                     writer.close()
             except BaseException:
@@ -596,9 +634,13 @@ def local_noise_gain(b: np.ndarray, a: np.ndarray, ground: np.ndarray, sigma: np
     return float(np.clip(np.median(ratios), *limits))
 
 
-def _detect_block(writer: rio.MaskWriter, b_ds, a_vrt, core: Window, padded: Window, b_bands,
+def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
                   a_bands, rad, sigma, grid: rio.Grid, config: Config) -> list[Detection]:
-    """Pass 2: blobs of the mask whose top-left lies in ``core``, measured and classified."""
+    """Pass 2: blobs of the mask whose top-left lies in ``core``, measured and classified.
+
+    ``writer`` reads the pass-1 mask: the :class:`~pipeline.rasterio_io.MaskWriter` itself or,
+    on a worker thread, one of its :class:`~pipeline.rasterio_io.MaskReader` handles.
+    """
     nodata = config.input.nodata
     res = grid.mean_res_m
     d = config.difference

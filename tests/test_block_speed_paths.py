@@ -1,0 +1,90 @@
+"""The faster paths of windowed processing give exactly what the plain whole-array code gives."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from rasterio.windows import Window
+
+from pipeline import rasterio_io as rio
+from pipeline import report, synth
+from pipeline.config import DifferenceConfig
+from pipeline.difference import block_change_mask, change_mask, change_score, shadow_change
+from pipeline.run import _may_hold_blobs, _stripes
+
+
+@pytest.fixture(scope="module")
+def scene():
+    pair = synth.make_pair(seed=3, size_px=512, scenario="random")
+    before = pair.before.astype(np.float32)
+    # AFTER on BEFORE's scale, as the pipeline compares them
+    after = pair.after.astype(np.float32) * np.float32(0.97) + np.float32(2.5)
+    return before, after
+
+
+@pytest.mark.parametrize("tolerance_px", [0, 1, 3])
+@pytest.mark.parametrize("hole", [False, True])
+def test_block_mask_equals_the_whole_array_mask(scene, tolerance_px, hole):
+    before, after = scene
+    valid = np.ones(before.shape[1:], bool)
+    if hole:
+        valid[100:180, 300:420] = False
+    cfg = DifferenceConfig(tolerance_px=tolerance_px)
+    sigma = np.float32([6.0, 5.5, 7.0])
+    score = change_score(before, after, valid, sigma, smoothing_px=cfg.smoothing_px,
+                         tolerance_px=cfg.tolerance_px)
+    whole = change_mask(score, valid, 0.5, cfg, shadow=shadow_change(before, after))
+    assert whole.sum() > 200  # the scene has changes to find
+    np.testing.assert_array_equal(block_change_mask(before, after, valid, sigma, 0.5, cfg), whole)
+
+
+def test_block_without_change_is_empty(scene):
+    before, _ = scene
+    valid = np.ones(before.shape[1:], bool)
+    mask = block_change_mask(before, before.copy(), valid, np.float32([6, 6, 6]), 0.5,
+                             DifferenceConfig())
+    assert not mask.any()
+
+
+@pytest.mark.parametrize("bands", [3, 4])
+@pytest.mark.parametrize("shift", [(0.3, -0.7), (2.3021, -1.6026), (-5.96, 3.03)])
+def test_warping_bands_together_matches_band_by_band(bands, shift):
+    # AfterOnGrid warps three or four bands per call; OpenCV must give each band's own result
+    rng = np.random.default_rng(7)
+    src = rng.integers(0, 255, (bands, 301, 277)).astype(np.float32)
+    m = np.float32([[1, 0, 3 + shift[0] % 1], [0, 1, 3 + shift[1] % 1]])
+    flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
+
+    def warp(img):
+        return cv2.warpAffine(img, m, (270, 294), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+
+    together = warp(cv2.merge(list(src))).transpose(2, 0, 1)
+    np.testing.assert_array_equal(together, np.stack([warp(b) for b in src]))
+
+
+@pytest.mark.parametrize("size", [(63, 64), (40, 41), (512, 512), (128, 128), (10, 3)])
+@pytest.mark.parametrize("bands", [1, 3, 4, 5])
+def test_overview_resize_matches_band_by_band(size, bands):
+    rng = np.random.default_rng(size[0] + bands)
+    src = rng.integers(0, 255, (bands, 1024, 1024)).astype(np.float32) * np.float32(0.97)
+    alone = np.stack([cv2.resize(b, size, interpolation=cv2.INTER_AREA).reshape(size[::-1])
+                      for b in src])
+    np.testing.assert_array_equal(report._area_resize(src, size), alone)
+
+
+def test_stripes_hold_every_block_once_in_row_order():
+    blocks = list(rio.block_windows(5000, 3000, 1024, 35))
+    stripes = _stripes(blocks, 2048)
+    assert len(stripes) == 3
+    assert sorted((c.row_off, c.col_off) for s in stripes for c, _ in s) == \
+        sorted((c.row_off, c.col_off) for c, _ in blocks)
+    for stripe in stripes:
+        assert [c.row_off for c, _ in stripe] == sorted(c.row_off for c, _ in stripe)
+
+
+def test_pass_two_skips_only_blocks_where_no_blob_can_start():
+    core, padded = Window(1024, 1024, 1024, 1024), Window(779, 779, 1514, 1514)
+    assert not _may_hold_blobs((core, padded), set(), 1024)
+    assert not _may_hold_blobs((core, padded), {(0, 0), (0, 1024), (1024, 0)}, 1024)  # above, left
+    for below_right in [(1024, 1024), (1024, 2048), (2048, 1024), (2048, 2048)]:
+        assert _may_hold_blobs((core, padded), {below_right}, 1024)
