@@ -141,27 +141,35 @@ def run_real(dataset: Path, cases: list[Case], work: Path, config: Config, *, ke
         row.truth = truth
         row.n_app, row.n_dis, row.n_ignore = (len(truth.appeared), len(truth.disappeared),
                                               len(truth.ignore))
-        out = folder / "out"
-        try:
-            result = run_pair(before, after, out, config, allow_unregistered=allow_unregistered)
-        except RegistrationError:
-            row.error = "co-registration refused (quality below min_quality)"
-        except PipelineError as err:
-            row.error = str(err).split(": ", 1)[-1][:66]
-        else:
-            if result.shift is not None:
-                row.shift = (result.shift.dx_px, result.shift.dy_px)
-                row.quality = result.shift.quality
-            row.scored = score_case(load_features(folder / "truth.geojson"),
-                                    load_features(out / "detections.geojson"))
+        _run_and_score(row, before, after, folder / "out", config, keep=keep,
+                       allow_unregistered=allow_unregistered,
+                       truth_features=load_features(folder / "truth.geojson"))
+        if row.scored is not None:
             row.fp_on_aircraft = fp_on_aircraft(row.scored.false_positives, truth)
-        finally:
-            if not keep and out.exists():
-                shutil.rmtree(out)
         row.seconds = time.perf_counter() - t0
         print(row.line(), flush=True)
         rows.append(row)
     return rows
+
+
+def _run_and_score(row: Row, before: Path, after: Path, out: Path, config: Config, *,
+                   keep: bool, truth_features: list[dict], allow_unregistered: bool = False
+                   ) -> None:
+    """Run one pair into ``out`` and fill ``row`` with its shift and scores (or its error)."""
+    try:
+        result = run_pair(before, after, out, config, allow_unregistered=allow_unregistered)
+    except RegistrationError:
+        row.error = "co-registration refused (quality below min_quality)"
+    except PipelineError as err:
+        row.error = str(err).split(": ", 1)[-1][:66]
+    else:
+        if result.shift is not None:
+            row.shift = (result.shift.dx_px, result.shift.dy_px)
+            row.quality = result.shift.quality
+        row.scored = score_case(truth_features, load_features(out / "detections.geojson"))
+    finally:
+        if not keep and out.exists():
+            shutil.rmtree(out)
 
 
 def run_synthetic(seeds: int, size_px: int, work: Path, config: Config, *, keep: bool
@@ -185,19 +193,8 @@ def run_synthetic(seeds: int, size_px: int, work: Path, config: Config, *, keep:
                     f["properties"]["change"] == "disappeared" for f in truth)
         row = Row(group, f"seed {seed}", difficulty if group == "no-change" else "",
                   group == "no-change", None, n_app, n_dis, 0)
-        out = folder / "out"
-        try:
-            result = run_pair(folder / "before.tif", folder / "after.tif", out, config)
-        except PipelineError as err:
-            row.error = str(err).split(": ", 1)[-1][:66]
-        else:
-            if result.shift is not None:
-                row.shift = (result.shift.dx_px, result.shift.dy_px)
-                row.quality = result.shift.quality
-            row.scored = score_case(truth, load_features(out / "detections.geojson"))
-        finally:
-            if not keep and out.exists():
-                shutil.rmtree(out)
+        _run_and_score(row, folder / "before.tif", folder / "after.tif", folder / "out", config,
+                       keep=keep, truth_features=truth)
         row.seconds = time.perf_counter() - t0
         print(row.line(), flush=True)
         rows.append(row)
