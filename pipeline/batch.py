@@ -447,8 +447,12 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None,
             yield client
         return
     n = workers or CPU_COUNT
+    # the workers' own logs stay quiet: a pair's failure comes back as its record, and a worker
+    # losing the scheduler while the cluster shuts down logs a traceback (heartbeat) that is
+    # noise, not news, on the one-line-per-problem stderr of a scheduled job
     with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                      memory_limit=memory_limit, dashboard_address=None) as cluster, \
+                      memory_limit=memory_limit, dashboard_address=None,
+                      silence_logs=logging.CRITICAL) as cluster, \
             Client(cluster) as client:
         yield client
 
