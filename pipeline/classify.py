@@ -183,6 +183,29 @@ def object_pixels(inside: np.ndarray, holding: np.ndarray, other: np.ndarray,
     return obj if obj.sum() >= 0.25 * inside.sum() else inside
 
 
+def vehicle_group(inside: np.ndarray, holding: np.ndarray, ring: np.ndarray,
+                  res_m: tuple[float, float], *, max_piece_m: float = 8.0,
+                  min_pieces: int = 3) -> bool:
+    """Whether a blob is a group of small vehicles (cars in a car park, a line of tugs) that the
+    closing joined: in the image that holds it, what stands out from the ground inside it is
+    ``min_pieces`` or more pieces, none longer than ``max_piece_m``. An aircraft or a launcher
+    is one piece longer than that, whatever its wings and shadow do."""
+    if not ring.any():
+        return False
+    lum = holding.mean(axis=0)
+    ground = lum[ring]
+    centre = float(np.median(ground))
+    spread = 1.4826 * float(np.median(np.abs(ground - centre)))
+    stands_out = inside & (np.abs(lum - centre) > max(3.0 * spread, 0.1 * abs(centre), 1e-6))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(stands_out.astype(np.uint8), connectivity=8)
+    pieces = [s for s in stats[1:] if s[cv2.CC_STAT_AREA] >= 4]
+    if len(pieces) < min_pieces:
+        return False
+    longest = max(math.hypot(s[cv2.CC_STAT_WIDTH] * res_m[0], s[cv2.CC_STAT_HEIGHT] * res_m[1])
+                  for s in pieces)
+    return longest <= max_piece_m
+
+
 def attached_to_static_structure(before: np.ndarray, after: np.ndarray, ring: np.ndarray, *,
                                  min_fraction: float = 0.05, contrast: float = 0.2) -> bool:
     """Whether a blob touches an unchanged structure that stands out from the ground.
@@ -243,6 +266,8 @@ def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.
         core = inside & (score >= 0.4 * float(np.percentile(score[inside], 90)))
     if (shadow_like(before, after) | shadow_like(after, before))[core].mean() >= 0.75:
         return None  # shadows that came, went or moved with the sun, without an object
+    if vehicle_group(inside, holding, ring, res_m):
+        return None  # cars that came and went in a car park, not one object
     # the object without its shadow and blurred fringe; when that cut took thin parts too (an
     # airliner's wings) and fits no class, a large blob without its shadow only
     cls = None
