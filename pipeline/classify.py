@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from .blobs import Blob, measure
-from .difference import shadow_like
+from .difference import robust_sigma, shadow_like
 from .config import FootprintClass
 
 
@@ -195,7 +195,7 @@ def vehicle_group(inside: np.ndarray, holding: np.ndarray, ring: np.ndarray,
     lum = holding.mean(axis=0)
     ground = lum[ring]
     centre = float(np.median(ground))
-    spread = 1.4826 * float(np.median(np.abs(ground - centre)))
+    spread = robust_sigma(ground)
     stands_out = inside & (np.abs(lum - centre) > max(3.0 * spread, 0.1 * abs(centre), 1e-6))
     n, _, stats, _ = cv2.connectedComponentsWithStats(stands_out.astype(np.uint8), connectivity=8)
     pieces = [s for s in stats[1:] if s[cv2.CC_STAT_AREA] >= 4]

@@ -13,7 +13,7 @@ import rasterio.errors
 
 from . import __version__
 from .config import load_config
-from .errors import OutputError, PipelineError
+from .errors import PipelineError
 
 EXIT_OK, EXIT_BATCH_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -136,7 +136,8 @@ def main(before, after, out_dir, manifest, series, workers, scheduler, memory_li
             return
         from .run import run_pair
         if not overwrite:
-            refuse_used_output_folder(out_dir)
+            from .rasterio_io import refuse_used_output_dir
+            refuse_used_output_dir(out_dir)
         result = run_pair(before, after, out_dir, config, allow_unregistered=allow_unregistered,
                           progress=_progress_bar(not quiet))
     except PipelineError as err:
@@ -151,13 +152,6 @@ def main(before, after, out_dir, manifest, series, workers, scheduler, memory_li
     click.echo(f"{len(result.detections)} detections ({summary}); shift "
                f"{co['shift_x_px']:+.2f}, {co['shift_y_px']:+.2f} px (quality {co['quality']:.2f}); "
                f"outputs in {result.out_dir}")
-
-
-def refuse_used_output_folder(out_dir: Path) -> None:
-    """An existing output folder must be empty (or hold only a killed run's leftovers)."""
-    if out_dir.is_dir() and any(not p.name.startswith(".partial-") for p in out_dir.iterdir()):
-        raise OutputError(f"{out_dir}: output folder exists and is not empty; use --overwrite "
-                          "to replace its outputs")
 
 
 def _usage_problem(before, after, manifest, series, workers, scheduler, force) -> str | None:

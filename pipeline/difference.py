@@ -35,6 +35,38 @@ def _interval_distance(x: np.ndarray, ref: np.ndarray, kernel: np.ndarray | None
     return np.maximum(np.maximum(x - hi, lo - x), 0)
 
 
+def robust_sigma(values: np.ndarray) -> float:
+    """Robust standard deviation: 1.4826 times the median absolute deviation (0 if empty)."""
+    if values.size == 0:
+        return 0.0
+    return 1.4826 * float(np.median(np.abs(values - np.median(values))))
+
+
+def smoothed_difference(b: np.ndarray, a: np.ndarray, sigma_px: float) -> list[np.ndarray]:
+    """AFTER minus BEFORE per band, both smoothed first (the difference the score's unit is
+    the noise of)."""
+    return [_smooth(a[k], sigma_px) - _smooth(b[k], sigma_px) for k in range(b.shape[0])]
+
+
+LOCAL_NOISE_M = 20.0  # ground around a blob whose noise it is judged against
+
+
+def local_noise_gain(b: np.ndarray, a: np.ndarray, ground: np.ndarray, sigma: np.ndarray,
+                     smoothing_px: float, *, limits: tuple[float, float] = (0.5, 3.0)) -> float:
+    """How much quieter the unchanged ground around a blob is than the scene: the ratio of the
+    score's unit (the scene's noise) to the noise of the ground nearby, median over bands.
+
+    A white aircraft on clean concrete stands out from its apron even when a change of season
+    in the fields made the scene's noise large; a patch of soil in a noisy field does not.
+    Clamped to ``limits``; 1 when there is too little ground to judge.
+    """
+    if int(ground.sum()) < 200:
+        return 1.0
+    ratios = [float(sigma[k]) / max(robust_sigma(diff[ground]), 1e-6)
+              for k, diff in enumerate(smoothed_difference(b, a, smoothing_px))]
+    return float(np.clip(np.median(ratios), *limits))
+
+
 def change_score(before: np.ndarray, after: np.ndarray, valid: np.ndarray, sigma: np.ndarray, *,
                  smoothing_px: float = 0.8, tolerance_px: int = 1) -> np.ndarray:
     """Per-pixel change score in noise standard deviations, (M, N) float32.

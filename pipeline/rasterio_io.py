@@ -637,6 +637,16 @@ def _read_mask(ds, window: Window) -> np.ndarray:
     return ds.read(1, window=window, boundless=True, fill_value=MaskWriter.NODATA)
 
 
+STAGE_PREFIX = ".partial-"  # a run's hidden staging folder in the output folder
+
+
+def refuse_used_output_dir(out: Path) -> None:
+    """An existing output folder must be empty, or hold only a killed run's staging folder."""
+    if out.is_dir() and any(not p.name.startswith(STAGE_PREFIX) for p in out.iterdir()):
+        raise OutputError(f"{out}: output folder exists and is not empty; use --overwrite "
+                          "to replace its outputs")
+
+
 @contextlib.contextmanager
 def staged_outputs(out: Path) -> Iterator[Path]:
     """A fresh hidden folder in ``out`` for one run's files, removed afterwards in any case.
@@ -645,11 +655,11 @@ def staged_outputs(out: Path) -> Iterator[Path]:
     run that fails or is killed leaves the outputs of an earlier run whole. Folders left by
     killed runs (their process is gone) are removed first.
     """
-    for old in out.glob(".partial-*"):
+    for old in out.glob(f"{STAGE_PREFIX}*"):
         pid = old.name.split("-")[1]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".partial-{os.getpid()}-", dir=out))
+    stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=out))
     try:
         yield stage
     finally:

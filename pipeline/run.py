@@ -27,7 +27,8 @@ from .classify import (Detection, classify_blob, link_moves,
                        may_hold_class, ring_around)
 from .config import Config
 from .coregister import Shift, estimate_field, estimate_shift
-from .difference import block_change_mask, change_score, mask_reach_px
+from .difference import (LOCAL_NOISE_M, block_change_mask, change_score, local_noise_gain,
+                         mask_reach_px, robust_sigma, smoothed_difference)
 from .errors import InputError, RegistrationError
 from .radiometry import Radiometry, comparable, fit_linear, normalise
 
@@ -261,12 +262,6 @@ def check_pair(b_ds, a_ds, before, after, config: Config) -> None:
             "coarser image")
 
 
-def _data_band_indexes(ds) -> list[int]:
-    if isinstance(ds, rio.AfterOnGrid):
-        return list(range(1, ds.count + 1))
-    return list(range(1, len(rio.data_bands(ds)) + 1))
-
-
 def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
              config: Config | None = None, *, allow_unregistered: bool = False,
              progress: Progress | None = None) -> PairResult:
@@ -493,7 +488,7 @@ def _measure_shift(b_ds, a_ds, grid, windows, config: Config) -> Shift | None:
     nodata = config.input.nodata
     samples = []
     with rio.AfterOnGrid(a_ds, grid, nodata=nodata) as a0:
-        a_bands = _data_band_indexes(a0)
+        a_bands = list(range(1, a0.count + 1))
         for w in windows:
             b, vb = rio.read_window(b_ds, w, nodata=nodata)
             a, va = rio.read_window(a0, w, bands=a_bands, nodata=nodata)
@@ -555,14 +550,11 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, config: Config):
     diffs = [[] for _ in range(flat.shape[0])]
     smoothing = config.difference.smoothing_px
     for b, a, v in pairs:
-        sig_parts = _smoothed_difference(b, normalise(a, rad), smoothing)
+        sig_parts = smoothed_difference(b, normalise(a, rad), smoothing)
         for k, d in enumerate(sig_parts):
             diffs[k].append(d[v])
-    sigma = []
-    for parts in diffs:
-        d = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-        mad = float(np.median(np.abs(d - np.median(d)))) if d.size else 1.0
-        sigma.append(max(1.4826 * mad, 1e-6))
+    pooled = [np.concatenate(parts) if parts else np.zeros(0, np.float32) for parts in diffs]
+    sigma = [max(robust_sigma(d) if d.size else 1.4826, 1e-6) for d in pooled]
     # a seed must also be a visible contrast, not only a significant one: on very clean images
     # the noise alone would let faint roof glints and haze through
     d = config.difference
@@ -573,13 +565,6 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, config: Config):
         floor.append(d.min_contrast * float(hi - lo) / d.threshold_sigma)
     sigma = np.maximum(np.asarray(sigma, np.float32), np.asarray(floor, np.float32))
     return rad, sigma, None
-
-
-def _smoothed_difference(b: np.ndarray, a: np.ndarray, sigma_px: float) -> list[np.ndarray]:
-    if sigma_px <= 0:
-        return [a[k] - b[k] for k in range(b.shape[0])]
-    return [cv2.GaussianBlur(a[k], (0, 0), sigma_px) - cv2.GaussianBlur(b[k], (0, 0), sigma_px)
-            for k in range(b.shape[0])]
 
 
 def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad, sigma,
@@ -608,30 +593,6 @@ def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad
         out = mask[sl].astype(np.uint8)
         out[~valid[sl]] = rio.MaskWriter.NODATA
     return out
-
-
-LOCAL_NOISE_M = 20.0  # ground around a blob whose noise it is judged against
-
-
-def local_noise_gain(b: np.ndarray, a: np.ndarray, ground: np.ndarray, sigma: np.ndarray,
-                     smoothing_px: float, *, limits: tuple[float, float] = (0.5, 3.0)) -> float:
-    """How much quieter the unchanged ground around a blob is than the scene: the ratio of the
-    score's unit (the scene's noise) to the noise of the ground nearby, median over bands.
-
-    A white aircraft on clean concrete stands out from its apron even when a change of season
-    in the fields made the scene's noise large; a patch of soil in a noisy field does not.
-    Clamped to ``limits``; 1 when there is too little ground to judge.
-    """
-    from .difference import _smooth
-
-    if int(ground.sum()) < 200:
-        return 1.0
-    ratios = []
-    for k in range(b.shape[0]):
-        diff = (_smooth(a[k], smoothing_px) - _smooth(b[k], smoothing_px))[ground]
-        local = 1.4826 * float(np.median(np.abs(diff - np.median(diff))))
-        ratios.append(float(sigma[k]) / max(local, 1e-6))
-    return float(np.clip(np.median(ratios), *limits))
 
 
 def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
