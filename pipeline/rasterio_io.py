@@ -144,6 +144,12 @@ def _nominal_url(path: Path, width: int, height: int, gsd_m: float) -> str:
     return f"vrt://{path.absolute()}?a_srs={NOMINAL_CRS}&a_ullr={ullr}"
 
 
+def source_path(ds) -> str:
+    """The file a dataset reads: its name, without the vrt:// wrapping of a plain image."""
+    name = str(ds.name)
+    return name[len("vrt://"):].split("?", 1)[0] if is_pixel_frame(ds) else name
+
+
 def is_pixel_frame(ds) -> bool:
     """True for a plain image opened on its nominal grid (``open_raster(..., gsd_m=)``)."""
     return str(ds.name).startswith("vrt://") and "a_ullr=" in str(ds.name)
@@ -234,7 +240,7 @@ def describe(ds, role: str) -> dict:
     res = pixel_size_m(ds.crs, ds.transform, ds.width, ds.height)
     return {
         "role": role,
-        "path": str(ds.name),
+        "path": source_path(ds),
         "crs": ds.crs.to_string(),
         "pixel_size": [abs(ds.transform.a), abs(ds.transform.e)],
         "pixel_size_m": [round(res[0], 4), round(res[1], 4)],

@@ -161,6 +161,7 @@ def scene_pictures(b_ds, a_vrt, grid: rio.Grid, detections: list[Detection], b_b
                    (b_limits, a_limits))
     return {"before": to_display(b, vb, b_limits), "after": to_display(a, va, a_limits),
             "scale": scale, "res_m": grid.mean_res_m, "detections": detections,
+            "pixel_frame": grid.pixel_frame,
             "chips": _ChipView(chips, "pictures"), "chip_data": _ChipView(chips, "data")}
 
 
@@ -365,7 +366,8 @@ def overlay_image(pictures: dict) -> np.ndarray:
         x += box + 8 + cv2.getTextSize(label, _FONT, fs, 1)[0][0] + int(40 * fs)
     _tag(canvas, "7", (x, y - box + 2), (230, 230, 230), fs * 0.9)
     x += int(26 * fs / 0.6)
-    label = "= detection d007 in report.html and detections.geojson"
+    geojson = "detections_px.geojson" if pictures.get("pixel_frame") else "detections.geojson"
+    label = f"= detection d007 in report.html and {geojson}"
     cv2.putText(canvas, label, (x, y), _FONT, fs, (0, 0, 0), 1, cv2.LINE_AA)
     x += cv2.getTextSize(label, _FONT, fs, 1)[0][0] + int(40 * fs)
     res_m = pictures.get("res_m")

@@ -286,6 +286,7 @@ def test_jpeg_pair_with_gsd_runs_in_pixel_coordinates(base, tmp_path):
     report = _outputs_valid(out, pixel_frame=True)
     assert not (out / "detections.geojson").exists()
     assert report["grid"]["frame"] == "pixel"
+    assert report["inputs"]["before"]["path"] == str(before)  # the file, not GDAL's vrt:// URL
     assert "pixel coordinates" in (out / "report.html").read_text()
     co = report["coregistration"]
     assert abs(co["shift_x_px"] - base[0].shift_px[0]) < 0.3, co
