@@ -86,11 +86,32 @@ def _phase_correlate(ref: np.ndarray, mov: np.ndarray) -> tuple[float, float, fl
     return float(dx), float(dy), float(peak)
 
 
+def _bspline_weights(t: float) -> np.ndarray:
+    """The four taps of the cubic B-spline at fraction ``t`` (coefficients -1..2), float64."""
+    return np.array([(1 - t) ** 3 / 6, (3 * t ** 3 - 6 * t ** 2 + 4) / 6,
+                     (-3 * t ** 3 + 3 * t ** 2 + 3 * t + 1) / 6, t ** 3 / 6])
+
+
 def _translate(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    """Sample ``image`` at (x + dx, y + dy): undoes a content displacement of (dx, dy)."""
-    # Spline resampling: cv2.warpAffine quantises positions to 1/32 px and measurably biased
-    # the refinement (0.1 px) in our tests.
-    return ndimage.shift(image, (-dy, -dx), order=3, mode="nearest")
+    """Sample ``image`` at (x + dx, y + dy): undoes a content displacement of (dx, dy).
+
+    Cubic spline interpolation, as ``scipy.ndimage.shift(order=3, mode="nearest")`` does it
+    (the same prefilter on the same edge-padded image, the same values to float rounding), but
+    a translation's kernel is separable: two passes of four taps, four times faster.
+    """
+    # cv2.warpAffine quantises positions to 1/32 px and measurably biased the refinement
+    # (0.1 px) in our tests; the spline is exact at any fraction
+    ix, iy = math.floor(dx), math.floor(dy)
+    npad = 12 + max(abs(ix), abs(iy)) + 2  # scipy pads 12; the taps stay inside the padding
+    coeff = ndimage.spline_filter(np.pad(image, npad, mode="edge"), order=3, mode="nearest",
+                                  output=np.float64)
+    # sepFilter2D weighs coefficients x - 2 .. x + 1 into x (anchor at tap 2): the sample at
+    # x + dx uses floor(x + dx) - 1 .. + 2, so it sits at x + ix + 1
+    out = cv2.sepFilter2D(coeff, -1, _bspline_weights(dx - ix), _bspline_weights(dy - iy),
+                          borderType=cv2.BORDER_REPLICATE)
+    h, w = image.shape
+    r0, c0 = npad + iy + 1, npad + ix + 1
+    return out[r0:r0 + h, c0:c0 + w].astype(image.dtype if image.dtype.kind == "f" else np.float64)
 
 
 def window_shift(reference: np.ndarray, moving: np.ndarray, *, refine_iterations: int = 3,
