@@ -11,7 +11,10 @@ import html
 import itertools
 import json
 import math
+import os
+import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -194,7 +197,9 @@ class _Chips:
     def __init__(self, b_ds, a_vrt, grid: rio.Grid, detections: list[Detection], b_bands,
                  a_bands, nodata, half_px: int, limits):
         self._given = (b_ds, a_vrt)
-        self._opened: tuple | None = None
+        self._given_lock = threading.Lock()  # the run's own handles serve one thread at a time
+        self._local = threading.local()  # each thread's own handles and last chip
+        self._opened: list = []
         self._args = (grid, b_bands, a_bands, nodata, limits)
         full = Window(0, 0, grid.width, grid.height)
         self.windows = {}
@@ -202,36 +207,47 @@ class _Chips:
             cx, cy = det.blob.centroid_px
             w = Window(int(cx) - half_px, int(cy) - half_px, 2 * half_px, 2 * half_px)
             self.windows[det.id] = (det, w.intersection(full))
-        self._last: tuple = (None, None)
+        weakref.finalize(self, _close_all, self._opened)
 
-    def _readers(self):
+    def _read(self, w: Window):
+        """BEFORE and AFTER values and validity in ``w``: through the run's handles while they
+        are open, else through this thread's own (the files opened again by name)."""
+        grid, b_bands, a_bands, nodata, _ = self._args
         b_ds, a_vrt = self._given
-        if not (b_ds.closed or a_vrt.ds.closed):
-            return b_ds, a_vrt
-        if self._opened is None:
-            b = rasterio.open(b_ds.name)
-            a = rasterio.open(a_vrt.ds.name)
-            a_grid = rio.AfterOnGrid(a, a_vrt.grid, shift_px=a_vrt.shift_px, nodata=a_vrt.nodata)
-            self._opened = (b, a_grid)
-            weakref.finalize(self, lambda: [h.close() for h in (a_grid, a, b)])
-        return self._opened
+        with rasterio.Env(GDAL_CACHEMAX=self.CACHE_BYTES):
+            if not (b_ds.closed or a_vrt.ds.closed):
+                with self._given_lock:
+                    return (*rio.read_window(b_ds, w, bands=b_bands, nodata=nodata),
+                            *rio.read_window(a_vrt, w, bands=a_bands, nodata=nodata))
+            readers = getattr(self._local, "readers", None)
+            if readers is None:
+                b = rasterio.open(b_ds.name)
+                a = rasterio.open(a_vrt.ds.name)
+                a_grid = rio.AfterOnGrid(a, a_vrt.grid, shift_px=a_vrt.shift_px, nodata=a_vrt.nodata)
+                self._opened += [a_grid, a, b]
+                readers = self._local.readers = (b, a_grid)
+            return (*rio.read_window(readers[0], w, bands=b_bands, nodata=nodata),
+                    *rio.read_window(readers[1], w, bands=a_bands, nodata=nodata))
 
     def get(self, det_id: str) -> tuple[list, dict]:
         """([before, after] display chips, dict(before, after, valid, offset)) of a detection."""
-        if self._last[0] == det_id:
-            return self._last[1]
-        grid, b_bands, a_bands, nodata, (b_limits, a_limits) = self._args
+        last = getattr(self._local, "last", (None, None))
+        if last[0] == det_id:
+            return last[1]
+        _, _, _, _, (b_limits, a_limits) = self._args
         det, w = self.windows[det_id]
-        b_ds, a_vrt = self._readers()
-        with rasterio.Env(GDAL_CACHEMAX=self.CACHE_BYTES):
-            cb, cvb = rio.read_window(b_ds, w, bands=b_bands, nodata=nodata)
-            ca, cva = rio.read_window(a_vrt, w, bands=a_bands, nodata=nodata)
+        cb, cvb, ca, cva = self._read(w)
         offset = (int(w.col_off), int(w.row_off))
         chip = ([chip_picture(to_display(cb, cvb, b_limits), det, offset),
                  chip_picture(to_display(ca, cva, a_limits), det, offset)],
                 {"before": cb, "after": ca, "valid": cvb & cva, "offset": offset})
-        self._last = (det_id, chip)
+        self._local.last = (det_id, chip)
         return chip
+
+
+def _close_all(handles: list) -> None:
+    for h in handles:
+        h.close()
 
 
 class _ChipView(Mapping):
@@ -670,24 +686,39 @@ def _gallery_rows(report: dict, detections: list[Detection], pictures: dict, e):
         except (KeyError, ValueError):
             return None, data
 
+    def row(d: Detection) -> str:
+        b, a = pictures["chips"][d.id]
+        s, data = score_of(d)
+        score_cell = "<td class=na>no score</td>"
+        if s is not None:
+            score_cell = f"<td>{_img_tag(chip_picture(colour_score(s, top), d, data['offset']), d.id + ' change score', 'chip')}</td>"
+        colour = "#%02x%02x%02x" % CHANGE_COLOURS[d.change]
+        return (
+            f'<tr id="{e(d.id)}"><td class=idcell><span class=tag style="background:{colour}">'
+            f"{e(detection_label(d.id))}</span><br>{e(d.id)}</td>"
+            f"<td>{_img_tag(b, d.id + ' before', 'chip')}</td>"
+            f"<td>{_img_tag(a, d.id + ' after', 'chip')}</td>{score_cell}"
+            f"<td class=nw><b>{e(d.klass)}</b><br>{e(d.category)}</td>"
+            f"<td class={e(d.change)}>{e(d.change)}</td>"
+            f"<td class=nw>{d.blob.length_m:.1f} &times; {d.blob.width_m:.1f} m<br>{d.blob.area_m2:.0f} m&sup2;</td>"
+            f"<td class=num>{d.blob.heading_deg:.0f}&deg;</td>"
+            f"<td class=num>{d.score:.2f}<br><span class=note>{d.blob.mean_score:.1f} &sigma;</span></td></tr>")
+
     def rows():
-        for d in detections:
-            b, a = pictures["chips"][d.id]
-            s, data = score_of(d)
-            score_cell = "<td class=na>no score</td>"
-            if s is not None:
-                score_cell = f"<td>{_img_tag(chip_picture(colour_score(s, top), d, data['offset']), d.id + ' change score', 'chip')}</td>"
-            colour = "#%02x%02x%02x" % CHANGE_COLOURS[d.change]
-            yield (
-                f'<tr id="{e(d.id)}"><td class=idcell><span class=tag style="background:{colour}">'
-                f"{e(detection_label(d.id))}</span><br>{e(d.id)}</td>"
-                f"<td>{_img_tag(b, d.id + ' before', 'chip')}</td>"
-                f"<td>{_img_tag(a, d.id + ' after', 'chip')}</td>{score_cell}"
-                f"<td class=nw><b>{e(d.klass)}</b><br>{e(d.category)}</td>"
-                f"<td class={e(d.change)}>{e(d.change)}</td>"
-                f"<td class=nw>{d.blob.length_m:.1f} &times; {d.blob.width_m:.1f} m<br>{d.blob.area_m2:.0f} m&sup2;</td>"
-                f"<td class=num>{d.blob.heading_deg:.0f}&deg;</td>"
-                f"<td class=num>{d.score:.2f}<br><span class=note>{d.blob.mean_score:.1f} &sigma;</span></td></tr>")
+        # chips are read, scored and encoded on ``threads`` threads (GDAL, OpenCV and zlib
+        # release the GIL), in order, with a few rows ahead at most
+        threads = report.get("config", {}).get("processing", {}).get("threads") or os.cpu_count() or 1
+        if threads < 2 or len(detections) < 4:
+            yield from map(row, detections)
+            return
+        with ThreadPoolExecutor(threads) as pool:
+            ahead = []
+            for d in detections:
+                ahead.append(pool.submit(row, d))
+                if len(ahead) > 2 * threads:
+                    yield ahead.pop(0).result()
+            for f in ahead:
+                yield f.result()
 
     # the legend stands above the rows: usually the first detection settles it
     any_score = any(score_of(d)[0] is not None for d in detections)
