@@ -4,12 +4,16 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from affine import Affine
+from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
 from pipeline import rasterio_io as rio
 from pipeline import report, synth
 from pipeline.config import DifferenceConfig
+from pipeline.coregister import _translate
 from pipeline.difference import block_change_mask, change_mask, change_score, shadow_change
+from pipeline.radiometry import quantiles
 from pipeline.run import _may_hold_blobs, _stripes
 
 
@@ -46,20 +50,52 @@ def test_block_without_change_is_empty(scene):
     assert not mask.any()
 
 
-@pytest.mark.parametrize("bands", [3, 4])
-@pytest.mark.parametrize("shift", [(0.3, -0.7), (2.3021, -1.6026), (-5.96, 3.03)])
-def test_warping_bands_together_matches_band_by_band(bands, shift):
-    # AfterOnGrid warps three or four bands per call; OpenCV must give each band's own result
+@pytest.mark.parametrize("bands", [1, 3, 5])  # four uint8 bands would be RGB + alpha
+@pytest.mark.parametrize("shift", [(0.3, -0.7), (2.3021, -1.6026), (-5.96, 3.03), (0.5, 0.5)])
+def test_one_shift_read_matches_opencv_cubic_warp(bands, shift):
+    # AfterOnGrid resamples a translation with a separable cubic: OpenCV's kernel at exact
+    # positions, where warpAffine rounds them to 1/1024 px (on this noise of 255 levels a pixel,
+    # 0.005 apart at most)
     rng = np.random.default_rng(7)
-    src = rng.integers(0, 255, (bands, 301, 277)).astype(np.float32)
-    m = np.float32([[1, 0, 3 + shift[0] % 1], [0, 1, 3 + shift[1] % 1]])
+    src = rng.integers(0, 255, (bands, 301, 277)).astype(np.uint8)
+    profile = dict(driver="GTiff", width=277, height=301, count=bands, dtype="uint8",
+                   crs="EPSG:32636", transform=Affine(0.5, 0, 600000, 0, -0.5, 3900000))
+    w = Window(10, 12, 250, 270)
+    with MemoryFile() as mf:
+        with mf.open(**profile) as dst:
+            dst.write(src)
+        with mf.open() as ds:
+            got, valid = rio.AfterOnGrid(ds, rio.grid_of(ds), shift_px=shift).read_window(w)
+    m = np.float32([[1, 0, w.col_off + shift[0]], [0, 1, w.row_off + shift[1]]])
     flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
+    ref = np.stack([cv2.warpAffine(b.astype(np.float32), m, (250, 270), flags=flags,
+                                   borderMode=cv2.BORDER_REPLICATE) for b in src])
+    assert valid.all()
+    np.testing.assert_allclose(got, ref, atol=0.01)
 
-    def warp(img):
-        return cv2.warpAffine(img, m, (270, 294), flags=flags, borderMode=cv2.BORDER_REPLICATE)
 
-    together = warp(cv2.merge(list(src))).transpose(2, 0, 1)
-    np.testing.assert_array_equal(together, np.stack([warp(b) for b in src]))
+@pytest.mark.parametrize("shift", [(2.3, -1.6), (-0.4, 0.7), (25.5, -31.2), (0.0, 0.0)])
+def test_separable_spline_shift_matches_scipy(shift):
+    from scipy import ndimage
+
+    img = np.random.default_rng(3).random((300, 400)).astype(np.float32) * 255
+    dx, dy = shift
+    pad = int(np.ceil(max(abs(dx), abs(dy)))) + 2
+    ref = ndimage.shift(img, (-dy, -dx), order=3, mode="nearest")
+    got = _translate(img, dx, dy)
+    np.testing.assert_allclose(got[pad:-pad, pad:-pad], ref[pad:-pad, pad:-pad], atol=1e-4)
+
+
+@pytest.mark.parametrize("n", [1000, 400_000, 4_200_000])
+def test_fast_quantiles_equal_numpy(n):
+    rng = np.random.default_rng(n)
+    qs = np.linspace(0.02, 0.98, 50)
+    for values in (rng.random(n).astype(np.float32) * 255,
+                   np.round(rng.normal(120, 30, n)).astype(np.float32),  # integer-valued ties
+                   np.where(rng.random(n) < 0.7, 7, rng.random(n) * 1e4).astype(np.float32),
+                   rng.standard_t(3, n)):
+        for q in (qs, (0.02, 0.98), [0.5], [0.0, 1.0]):
+            np.testing.assert_array_equal(quantiles(values, q), np.quantile(values, q))
 
 
 @pytest.mark.parametrize("size", [(63, 64), (40, 41), (512, 512), (128, 128), (10, 3)])
