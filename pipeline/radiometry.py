@@ -61,8 +61,8 @@ def fit_linear(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *,
     qs = np.linspace(quantiles[0], quantiles[1], 50)
     gains, offsets = [], []
     for b in range(n):
-        qb = quantiles(before[b][valid], qs)
-        qa = quantiles(after[b][valid], qs)
+        qb = fast_quantiles(before[b][valid], qs)
+        qa = fast_quantiles(after[b][valid], qs)
         if np.ptp(qa) < 1e-9:
             gains.append(1.0)
             offsets.append(float(np.median(qb) - np.median(qa)))
@@ -73,7 +73,7 @@ def fit_linear(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *,
     return Radiometry(method, "per-band", tuple(gains), tuple(offsets))
 
 
-def quantiles(values: np.ndarray, qs, *, bins: int = 1 << 16) -> np.ndarray:
+def fast_quantiles(values: np.ndarray, qs, *, bins: int = 1 << 16) -> np.ndarray:
     """``np.quantile(values, qs)`` (linear interpolation), the same values, faster on millions.
 
     The values are counted into ``bins`` equal bins first (a monotonic map, so the bins keep

@@ -30,7 +30,7 @@ from .coregister import Shift, estimate_field, estimate_shift
 from .difference import (LOCAL_NOISE_M, block_change_mask, change_score, local_noise_gain,
                          mask_reach_px, robust_sigma, smoothed_difference)
 from .errors import InputError, RegistrationError
-from .radiometry import Radiometry, comparable, fit_linear, normalise, quantiles
+from .radiometry import Radiometry, comparable, fast_quantiles, fit_linear, normalise
 
 log = logging.getLogger(__name__)
 
@@ -561,7 +561,7 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, config: Config):
     floor = []
     for k in range(flat.shape[0]):
         v = flat[k][flat_v]
-        lo, hi = quantiles(v, (0.02, 0.98)) if v.size else (0.0, 0.0)
+        lo, hi = fast_quantiles(v, (0.02, 0.98)) if v.size else (0.0, 0.0)
         floor.append(d.min_contrast * float(hi - lo) / d.threshold_sigma)
     sigma = np.maximum(np.asarray(sigma, np.float32), np.asarray(floor, np.float32))
     return rad, sigma, None
