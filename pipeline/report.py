@@ -14,8 +14,8 @@ import math
 import os
 import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
