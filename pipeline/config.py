@@ -140,6 +140,18 @@ class MovesConfig(_Strict):
                                   "this share")
 
 
+class VerifierConfig(_Strict):
+    """The optional learned verifier of aircraft candidates (:mod:`pipeline.verifier`)."""
+
+    enabled: bool = False
+    min_sigma: float = Field(3.0, gt=0, description="with the verifier on, blobs whose mean "
+                             "change score reaches this (instead of difference.blob_sigma) are "
+                             "classified, and the verifier judges the aircraft among them")
+    threshold: float | None = Field(None, ge=0, le=1, description="least probability kept; "
+                                    "null = the threshold stored with the model")
+    model: str | None = Field(None, description="model JSON; null = the one in the package")
+
+
 class OutputConfig(_Strict):
     overlay_max_px: int = Field(2000, ge=256, description="longest side of overlay.png, pixels")
     chip_m: float = Field(100.0, gt=0, description="side of the before/after chips in report.html, metres")
@@ -173,6 +185,7 @@ class Config(_Strict):
     classes: list[FootprintClass] = Field(default_factory=_default_classes)
     min_overlap: float = Field(0.05, ge=0, le=1, description="least share of BEFORE covered by valid AFTER")
     moves: MovesConfig = MovesConfig()
+    verifier: VerifierConfig = VerifierConfig()
     processing: ProcessingConfig = ProcessingConfig()
     output: OutputConfig = OutputConfig()
     zones: list[Zone] = Field(default_factory=list, description="optional named lon/lat "

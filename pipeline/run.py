@@ -22,6 +22,7 @@ from rasterio.windows import Window
 
 from . import __version__
 from . import rasterio_io as rio
+from . import verifier
 from .blobs import find_blobs
 from .classify import (Detection, classify_blob, link_moves,
                        may_hold_class, ring_around)
@@ -611,6 +612,13 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
     pad = max(ring_px + int(math.ceil(3 * d.smoothing_px)) + d.tolerance_px + 2,
               int(math.ceil(LOCAL_NOISE_M / res)))
     full = Window(0, 0, grid.width, grid.height)
+    v = config.verifier
+    record = verifier.RECORD  # the training dump: every candidate kept and recorded
+    judge = v.enabled or record is not None
+    model = threshold = None
+    if v.enabled and record is None:
+        model = verifier.load_verifier(v.model)
+        threshold = v.threshold if v.threshold is not None else model.threshold
     dets = []
     for blob in blobs:
         too_small = blob.area_px < d.min_pixels or blob.area_m2 < d.min_area_m2
@@ -634,11 +642,25 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
         s = score[inside]
         blob = replace(blob, mean_score=float(s.mean()), max_score=float(s.max()))
         gain = local_noise_gain(b, a, vb & va & (chip_mask == 0), sigma, d.smoothing_px)
-        if blob.mean_score * gain < d.blob_sigma:
+        strong = blob.mean_score * gain >= d.blob_sigma
+        if not strong and not (judge and blob.mean_score * gain >= v.min_sigma):
             continue  # weak over its body (speckle the closing joined, soil, haze): no object
         ring = ring_around(inside, chip_mask != 0, ring_px) & vb & va
         det = classify_blob(blob, b, a, inside, ring, config.classes, score=score, res_m=grid.res_m,
                             chip_offset_px=(int(chip.col_off), int(chip.row_off)))
-        if det is not None:
-            dets.append(det)
+        if det is None:
+            continue
+        if det.category != "aircraft":
+            if strong:  # launchers: the classical path alone
+                dets.append(det)
+            continue
+        if judge:
+            x = verifier.candidate_features(blob, det, b, a, inside, ring, score, gain,
+                                            grid.res_m, d.blob_sigma)
+            if record is not None:
+                record.append({"centroid_px": det.blob.centroid_px, "change": det.change,
+                               "classical": strong, "features": x.tolist()})
+            elif model.probability(x) < threshold:
+                continue  # the verifier finds it unlike an aircraft that came or went
+        dets.append(det)
     return dets

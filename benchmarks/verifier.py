@@ -1,0 +1,288 @@
+"""Train and evaluate the optional aircraft verifier (:mod:`pipeline.verifier`).
+
+    python benchmarks/verifier.py dump  --work /tmp/verifier   # candidates of every cached pair
+    python benchmarks/verifier.py loao  --work /tmp/verifier   # leave-one-airport-out scores
+    python benchmarks/verifier.py train --work /tmp/verifier --out pipeline/verifier_model.json
+
+``dump`` runs the pipeline over the real pairs cached by ``benchmarks/accuracy.py`` (under
+``benchmarks/.cache/accuracy``; run accuracy.py once first) and over synthetic pairs, keeping
+every aircraft candidate whose mean change score reaches ``verifier.min_sigma`` with its features
+and whether the classical path (``difference.blob_sigma``) keeps it, and writes one JSON file per
+pair under ``--work/cases``. A candidate's label: it matches a truth aircraft of the same change
+(as :func:`pipeline.cases.score_case` matches, all candidates at once); unmatched candidates on
+an ignore region are left out of training. Synthetic seeds 4-7 (``pipeline.synth``) train, so
+that synthetic aircraft are not rejected; seeds 0-3, the suite of accuracy.py, are only scored.
+
+``loao``: for each airport (G1..G8), a model trained on the other airports (and the synthetic
+training pairs), its threshold chosen on those airports alone (inner leave-one-airport-out), is
+applied to the held-out airport's pairs, which are scored exactly (score_case on the kept
+detections). ``train`` fits the shipped model on all of them, its threshold chosen the same way.
+Training needs scikit-learn (``pip install -e .[train]``); the shipped model needs numpy only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline import synth, verifier  # noqa: E402
+from pipeline.cases import score_case  # noqa: E402
+from pipeline.config import Config, load_config  # noqa: E402
+from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.evaluate import excused, is_ignore, load_features, match  # noqa: E402
+from pipeline.run import run_pair  # noqa: E402
+
+CACHE = Path(__file__).resolve().parent / ".cache" / "accuracy"
+CONTROLS = {"G5_b3c7c22d_fc8f9dc5", "G8_e9021b38_ef92f434"}
+SYN_TRAIN_SEEDS = range(4, 8)
+SYN_EVAL_SEEDS = range(0, 4)
+GBT = {"max_depth": 3, "max_iter": 150, "learning_rate": 0.05, "min_samples_leaf": 20}
+THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)
+
+
+def _labels(truth: list[dict], found: list[dict]) -> list[int]:
+    """1: matches a truth aircraft of its change; 0: matches none; -1: excused (ignore region)."""
+    regions = [f for f in truth if is_ignore(f)]
+    truth = [f for f in truth if not is_ignore(f) and f["properties"].get("category") == "aircraft"]
+    labels = [0] * len(found)
+    for change in ("appeared", "disappeared"):
+        t = [f for f in truth if f["properties"].get("change") == change]
+        idx = [i for i, f in enumerate(found) if f["properties"].get("change") == change]
+        d = [found[i] for i in idx]
+        _, pairs = match(t, d, 10.0)
+        for _, j in pairs:
+            labels[idx[j]] = 1
+        for j in excused(d, pairs, regions, 5.0):
+            labels[idx[j]] = -1
+    return labels
+
+
+def dump_pair(name: str, kind: str, group: str, before: Path, after: Path, truth_path: Path,
+              work: Path, config: Config) -> dict | None:
+    out = work / "runs" / name
+    verifier.RECORD = []
+    try:
+        run_pair(before, after, out, config, allow_unregistered=True)
+    except PipelineError as err:
+        print(f"{name}: {err}", flush=True)
+        return None
+    finally:
+        records, verifier.RECORD = verifier.RECORD, None
+    by_place = {(round(r["centroid_px"][0], 2), round(r["centroid_px"][1], 2), r["change"]): r
+                for r in records}
+    dets = load_features(next(out.glob("detections*.geojson")))
+    truth = load_features(truth_path)
+    aircraft = [f for f in dets if f["properties"]["category"] == "aircraft"]
+    others = [f for f in dets if f["properties"]["category"] != "aircraft"]
+    labels = _labels(truth, aircraft)
+    for f, lab in zip(aircraft, labels):
+        p = f["properties"]
+        r = by_place[(round(p["centroid_px"][0], 2), round(p["centroid_px"][1], 2), p["change"])]
+        p["_features"], p["_classical"], p["_label"] = r["features"], r["classical"], lab
+    shutil.rmtree(out)
+    return {"name": name, "kind": kind, "group": group, "truth": truth,
+            "aircraft": aircraft, "others": others}
+
+
+def cmd_dump(args) -> None:
+    config = load_config(args.config)
+    config = config.model_copy(update={"verifier": config.verifier.model_copy(update={"enabled": False})})
+    real = config.model_copy(update={"input": config.input.model_copy(update={"nodata": 0})})
+    cases = args.work / "cases"
+    cases.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for folder in sorted(p for p in args.cache.iterdir() if p.name[:1] == "G"):
+        kind = "control" if folder.name in CONTROLS else "real"
+        jobs.append((folder.name, kind, folder.name.split("_")[0], folder / "before.tif",
+                     folder / "after.tif", folder / "truth.geojson", real))
+    if args.limit:
+        jobs = jobs[:args.limit]
+    for seeds, kind in ((SYN_TRAIN_SEEDS, "syn-train"), (SYN_EVAL_SEEDS, "syn-eval")):
+        for d in ("easy", "medium", "hard", "no-change"):
+            for s in seeds:
+                scenario = "no-change" if d == "no-change" else "random"
+                difficulty = ("easy", "medium", "hard")[s % 3] if d == "no-change" else d
+                name = f"{d}_{s}_1024"
+                folder = args.cache / "synthetic" / name
+                if not (folder / "truth.geojson").exists():
+                    folder = args.work / "synthetic" / name
+                    if not (folder / "truth.geojson").exists():
+                        synth.write_pair(synth.make_pair(seed=s, size_px=1024, scenario=scenario,
+                                                         difficulty=difficulty), folder)
+                jobs.append((f"syn_{name}", kind, d, folder / "before.tif", folder / "after.tif",
+                             folder / "truth.geojson", config))
+    for name, kind, group, before, after, truth, cfg in jobs:
+        target = cases / f"{name}.json"
+        if target.exists() and not args.overwrite:
+            continue
+        t0 = time.perf_counter()
+        case = dump_pair(name, kind, group, before, after, truth, args.work, cfg)
+        if case is None:
+            continue
+        target.write_text(json.dumps(case))
+        labs = [f["properties"]["_label"] for f in case["aircraft"]]
+        print(f"{name:28s} {kind:9s} candidates {len(labs):4d} positive {labs.count(1):4d} "
+              f"{time.perf_counter() - t0:5.1f}s", flush=True)
+
+
+def load_cases(work: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((work / "cases").glob("*.json"))]
+
+
+def _xy(cases: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    rows = [(f["properties"]["_features"], f["properties"]["_label"])
+            for c in cases for f in c["aircraft"] if f["properties"]["_label"] >= 0]
+    if not rows:
+        return np.zeros((0, len(verifier.FEATURES))), np.zeros(0)
+    x, y = zip(*rows)
+    return np.asarray(x, float), np.asarray(y, float)
+
+
+def fit(x: np.ndarray, y: np.ndarray) -> dict:
+    """Gradient-boosted trees (scikit-learn's HistGradientBoostingClassifier, fixed settings),
+    exported as the JSON model :class:`pipeline.verifier.Verifier` reads."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    gbt = HistGradientBoostingClassifier(**GBT, early_stopping=False, random_state=0)
+    gbt.fit(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), y)
+    trees = []
+    for (tree,) in gbt._predictors:
+        n = tree.nodes
+        trees.append({"feature": n["feature_idx"].tolist(),
+                      "threshold": [float(t) for t in n["num_threshold"]],
+                      "left": n["left"].tolist(), "right": n["right"].tolist(),
+                      "leaf": n["is_leaf"].astype(int).tolist(),
+                      "value": [float(v) for v in n["value"]]})
+    return {"kind": "trees", "features": list(verifier.FEATURES),
+            "baseline": float(np.ravel(gbt._baseline_prediction)[0]), "trees": trees,
+            "threshold": 0.5, "settings": GBT}
+
+
+def _probabilities(model: dict, cases: list[dict]) -> None:
+    v = verifier.Verifier(model)
+    for c in cases:
+        for f in c["aircraft"]:
+            f["properties"]["_p"] = float(v.probability(np.asarray(f["properties"]["_features"])))
+
+
+def _truth_count(case: dict) -> int:
+    return sum(not is_ignore(f) and f["properties"].get("category") == "aircraft"
+               for f in case["truth"])
+
+
+def choose_threshold(cases: list[dict]) -> float:
+    """The threshold of best F1 over ``cases``' airports, each judged by a model trained
+    without it (inner leave-one-airport-out; the synthetic training pairs always train)."""
+    real = [c for c in cases if c["kind"] in ("real", "control")]
+    syn = [c for c in cases if c["kind"] == "syn-train"]
+    tp = np.zeros(len(THRESHOLDS))
+    fp = np.zeros(len(THRESHOLDS))
+    truth = 0
+    for g in sorted({c["group"] for c in real}):
+        held = [c for c in real if c["group"] == g]
+        model = fit(*_xy([c for c in real if c["group"] != g] + syn))
+        _probabilities(model, held)
+        for c in held:
+            truth += _truth_count(c)
+            for f in c["aircraft"]:
+                p, lab = f["properties"]["_p"], f["properties"]["_label"]
+                if lab < 0:
+                    continue
+                kept = p >= THRESHOLDS
+                tp += kept * (lab == 1)
+                fp += kept * (lab == 0)
+    f1 = 2 * tp / np.maximum(2 * tp + fp + (truth - tp), 1)
+    return float(THRESHOLDS[int(np.argmax(f1))])
+
+
+def score_kept(case: dict, keep) -> tuple[int, int, int]:
+    found = [f for f in case["aircraft"] if keep(f["properties"])] + case["others"]
+    s = score_case(case["truth"], found).score
+    return s.tp, s.fp, s.fn
+
+
+def _line(label: str, t: list[int]) -> str:
+    tp, fp, fn = t
+    p, r = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
+    return (f"{label:<14} tp {tp:5d} fp {fp:5d} fn {fn:5d} P {p:.3f} R {r:.3f} "
+            f"F1 {2 * p * r / max(p + r, 1e-9):.3f}")
+
+
+def cmd_loao(args) -> None:
+    cases = load_cases(args.work)
+    real = [c for c in cases if c["kind"] in ("real", "control")]
+    syn = [c for c in cases if c["kind"] == "syn-train"]
+    base_all, ver_all = [0, 0, 0], [0, 0, 0]
+    controls = []
+    print("leave-one-airport-out (threshold chosen on the training airports only)")
+    for g in sorted({c["group"] for c in real}):
+        train = [c for c in real if c["group"] != g]
+        held = [c for c in real if c["group"] == g]
+        thr = choose_threshold(train + syn)
+        model = fit(*_xy(train + syn))
+        _probabilities(model, held)
+        base, ver = [0, 0, 0], [0, 0, 0]
+        for c in held:
+            b = score_kept(c, lambda p: p["_classical"])
+            v = score_kept(c, lambda p: p["_p"] >= thr)
+            if c["kind"] == "control":
+                controls.append(f"{c['name']}: classical {b[0] + b[1]} aircraft, "
+                                f"verifier {v[0] + v[1]} aircraft")
+                continue
+            base = [x + y for x, y in zip(base, b)]
+            ver = [x + y for x, y in zip(ver, v)]
+        base_all = [x + y for x, y in zip(base_all, base)]
+        ver_all = [x + y for x, y in zip(ver_all, ver)]
+        print(f"{g} (threshold {thr:.2f})")
+        print("  " + _line("classical", base))
+        print("  " + _line("verifier", ver))
+    print("all airports")
+    print("  " + _line("classical", base_all))
+    print("  " + _line("verifier", ver_all))
+    print("controls: " + "; ".join(controls))
+
+
+def cmd_train(args) -> None:
+    cases = load_cases(args.work)
+    train = [c for c in cases if c["kind"] in ("real", "control", "syn-train")]
+    model = fit(*_xy(train))
+    model["threshold"] = choose_threshold(train)
+    model["trained_on"] = sorted(c["name"] for c in train)
+    args.out.write_text(json.dumps(model, indent=1) + "\n")
+    print(f"wrote {args.out}: threshold {model['threshold']:.2f}, "
+          f"{len(_xy(train)[1])} candidates from {len(train)} pairs")
+    # the synthetic suite and all pairs with this model (in-sample on the real pairs)
+    _probabilities(model, cases)
+    thr = model["threshold"]
+    for kind in ("syn-eval",):
+        for d in ("easy", "medium", "hard", "no-change"):
+            sel = [c for c in cases if c["kind"] == kind and c["group"] == d]
+            b = [sum(x) for x in zip(*[score_kept(c, lambda p: p["_classical"]) for c in sel])]
+            v = [sum(x) for x in zip(*[score_kept(c, lambda p: p["_p"] >= thr) for c in sel])]
+            if sel:
+                print(f"synthetic suite {d:<9} classical: {_line('', b)} | verifier: {_line('', v)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("command", choices=("dump", "loao", "train"))
+    ap.add_argument("--work", type=Path, required=True, help="scratch folder (dump output)")
+    ap.add_argument("--cache", type=Path, default=CACHE, help="accuracy.py's cache of pairs")
+    ap.add_argument("--config", type=Path, default=None, help="pipeline YAML (default: defaults)")
+    ap.add_argument("--out", type=Path, default=Path(verifier.MODEL_PATH))
+    ap.add_argument("--limit", type=int, default=0, help="at most this many real pairs")
+    ap.add_argument("--overwrite", action="store_true", help="dump pairs already dumped again")
+    args = ap.parse_args()
+    {"dump": cmd_dump, "loao": cmd_loao, "train": cmd_train}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
