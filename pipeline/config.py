@@ -76,7 +76,7 @@ class DifferenceConfig(_Strict):
     min_area_m2: float = Field(6.0, ge=0, description="blobs smaller than this are never reported")
     min_pixels: int = Field(12, ge=1, description="a blob must cover this many pixels to be measured "
                             "(at coarse resolutions no class can be told apart)")
-    local_noise_m: float = Field(0.0, ge=0, le=200, description="half side (metres) of the "
+    local_noise_m: float = Field(40.0, ge=0, le=200, description="half side (metres) of the "
                                  "neighbourhood whose noise is each pixel's unit; 0 = the scene's")
     local_noise_quantile: float = Field(0.5, gt=0, lt=1, description="quantile of the noise "
                                         "level over that neighbourhood (robust to changes)")
