@@ -353,19 +353,23 @@ def block_change_mask(before: np.ndarray, after: np.ndarray, valid: np.ndarray, 
     shape = before.shape[1:]
     sb = [np.ascontiguousarray(_smooth(before[k], cfg.smoothing_px)) for k in range(n_bands)]
     sa = [np.ascontiguousarray(_smooth(after[k], cfg.smoothing_px)) for k in range(n_bands)]
-    units = None if noise is None else local_units(sb, sa, valid, noise)
+    gain = None if noise is None else local_gain_map(sb, sa, valid, noise)
+
+    def unit(k: int, gain_k):  # band k's unit where the gain is gain_k (the local_units one)
+        return np.maximum(np.float32(noise.noise[k]) * gain_k, np.float32(noise.floor[k]))
+
     bound_passes = np.zeros(shape, bool)
     for k in range(n_bands):
         # 1e-4 below the threshold: the bound and the score round differently
-        unit = float(sigma[k]) if units is None else units[k]
-        limit = cfg.low_threshold_sigma * unit * (1 - 1e-4)
+        u = float(sigma[k]) if gain is None else unit(k, gain)
+        limit = cfg.low_threshold_sigma * u * (1 - 1e-4)
         bound_passes |= cv2.absdiff(sa[k], sb[k]) > limit
     at = np.flatnonzero(bound_passes & valid)
     empty = np.zeros(shape, bool)
     if not at.size:
         return empty
-    score = _score_at(sb, sa, at, shape,
-                      sigma if units is None else [u.ravel()[at] for u in units], cfg.tolerance_px)
+    score = _score_at(sb, sa, at, shape, sigma if gain is None else
+                      [unit(k, gain.ravel()[at]) for k in range(n_bands)], cfg.tolerance_px)
     if not (score > cfg.threshold_sigma).any():
         return empty
     seeds = np.zeros(shape, np.uint8)
