@@ -1,5 +1,8 @@
 """Differencing: a per-pixel change score in noise units and the cleaned change mask.
 
+The unit is the scene's noise or, with a :class:`LocalNoise`, the noise of each pixel's
+neighbourhood: clean concrete gets a lower threshold than fields whose season changed.
+
 The score tolerates a residual misregistration of ``tolerance_px``: a pixel only counts as changed
 when its value lies outside the range of the other image's neighbourhood, in both directions.
 """
@@ -177,6 +180,9 @@ def change_score(before: np.ndarray, after: np.ndarray, valid: np.ndarray, sigma
         Gaussian sigma applied to both images first.
     tolerance_px : int
         Neighbourhood radius of the min/max envelope (misregistration tolerated).
+    noise : LocalNoise, optional
+        When given, each pixel's unit is its neighbourhood's noise (:func:`local_units`) instead
+        of ``sigma``.
 
     Notes
     -----
@@ -338,7 +344,8 @@ def block_change_mask(before: np.ndarray, after: np.ndarray, valid: np.ndarray, 
     """The mask of :func:`change_mask` with :func:`change_score` and :func:`shadow_change`,
     (M, N) bool, computing each costly part only where it can matter.
 
-    Parameters are those of :func:`change_score` and :func:`change_mask`.
+    Parameters are those of :func:`change_score` and :func:`change_mask`; with ``noise`` the
+    unit is the local one (:func:`local_units`).
 
     Notes
     -----
@@ -435,4 +442,4 @@ def mask_reach_px(cfg: DifferenceConfig, res_m: float) -> int:
 
 def local_radius_px(cfg: DifferenceConfig, res_m: float) -> int:
     """Half side (pixels) of the neighbourhood of the local noise unit; 0 when it is off."""
-    return int(round(cfg.local_noise_m / res_m)) if cfg.local_noise_m > 0 else 0
+    return round(cfg.local_noise_m / res_m) if cfg.local_noise_m > 0 else 0

@@ -4,8 +4,13 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.config import DifferenceConfig
-from pipeline.difference import (LocalNoise, block_change_mask, local_gain_map,
-                                 local_radius_px, noise_level)
+from pipeline.difference import (
+    LocalNoise,
+    block_change_mask,
+    local_gain_map,
+    local_radius_px,
+    noise_level,
+)
 
 
 def _ground(seed: int, noisy_sd: float, clean_sd: float, size: int = 240):
