@@ -226,6 +226,11 @@ def attached_to_static_structure(before: np.ndarray, after: np.ndarray, ring: np
     return float(stands_out[ring].mean()) >= min_fraction
 
 
+# An aircraft's footprint (fuselage, wings, tail; a rotor disc at most) fills at most what a
+# disc fills of its square; vehicles, containers and patches of new asphalt fill their rectangle
+COMPACT_FILL = math.pi / 4
+
+
 def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.ndarray,
                   ring: np.ndarray, classes: list[FootprintClass], *, score: np.ndarray | None = None,
                   res_m: tuple[float, float], chip_offset_px: tuple[int, int] = (0, 0)
@@ -286,6 +291,8 @@ def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.
             break
     if cls is None:
         return None
+    if cls.category == "aircraft" and blob.area_m2 > COMPACT_FILL * blob.length_m * blob.width_m:
+        return None  # fills its rectangle like a vehicle or a new patch of asphalt, not a plane
     strength = 1.0 - math.exp(-blob.mean_score / 6.0)
     score = strength * (0.5 + 0.5 * fit) * (0.5 + 0.5 * conf)
     return Detection(blob, cls.name, cls.category, change, round(score, 4), round(fit, 4),

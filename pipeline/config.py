@@ -76,6 +76,12 @@ class DifferenceConfig(_Strict):
     min_area_m2: float = Field(6.0, ge=0, description="blobs smaller than this are never reported")
     min_pixels: int = Field(12, ge=1, description="a blob must cover this many pixels to be measured "
                             "(at coarse resolutions no class can be told apart)")
+    local_noise_m: float = Field(40.0, ge=0, le=200, description="half side (metres) of the "
+                                 "neighbourhood whose noise is each pixel's unit; 0 = the scene's")
+    local_noise_quantile: float = Field(0.5, gt=0, lt=1, description="quantile of the noise "
+                                        "level over that neighbourhood (robust to changes)")
+    local_noise_limits: tuple[float, float] = Field((0.5, 3.0), description="the local unit "
+                                                    "stays within these multiples of the scene's")
     nodata_margin_px: int = Field(8, ge=0, le=256, description="pixels this close to nodata never count "
                                   "(resampling and compression blur the edge of the data)")
 

@@ -1,11 +1,15 @@
 """Differencing: a per-pixel change score in noise units and the cleaned change mask.
 
+The unit is the scene's noise or, with a :class:`LocalNoise`, the noise of each pixel's
+neighbourhood: clean concrete gets a lower threshold than fields whose season changed.
+
 The score tolerates a residual misregistration of ``tolerance_px``: a pixel only counts as changed
 when its value lies outside the range of the other image's neighbourhood, in both directions.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -67,8 +71,101 @@ def local_noise_gain(b: np.ndarray, a: np.ndarray, ground: np.ndarray, sigma: np
     return float(np.clip(np.median(ratios), *limits))
 
 
+@dataclass(frozen=True)
+class LocalNoise:
+    """What a pixel's local noise unit is made of (:func:`local_units`).
+
+    ``noise`` is each band's robust sigma of the smoothed difference over the scene (unfloored),
+    ``floor`` each band's least unit (``min_contrast``), ``ref`` the ``quantile`` of the noise
+    level (:func:`noise_level`) over the scene; ``radius_px`` the half side of the square
+    neighbourhood; the local unit stays within ``limits`` times the scene's.
+    """
+
+    noise: tuple[float, ...]
+    floor: tuple[float, ...]
+    ref: float
+    radius_px: int
+    quantile: float
+    limits: tuple[float, float]
+
+
+def noise_level(sb: list[np.ndarray], sa: list[np.ndarray], noise) -> np.ndarray:
+    """Squared noise level of each pixel: the mean over bands of (smoothed difference / the
+    band's noise sigma) squared, (M, N) float32."""
+    acc = np.zeros(sb[0].shape, np.float32)
+    for k in range(len(sb)):
+        acc += ((sa[k] - sb[k]) / np.float32(noise[k])) ** 2
+    return acc / np.float32(len(sb))
+
+
+def local_gain_map(sb: list[np.ndarray], sa: list[np.ndarray], valid: np.ndarray,
+                   ln: LocalNoise) -> np.ndarray:
+    """How much noisier each pixel's neighbourhood is than the scene, (M, N) float32.
+
+    The ``ln.quantile`` of the noise level (:func:`noise_level`) over the valid pixels of the
+    square of half side ``ln.radius_px`` around the pixel, divided by the scene's (``ln.ref``),
+    clipped to ``ln.limits``. It is read off a ladder of levels a factor sqrt(2) apart, by exact
+    pixel counts (integer box sums, so a block with enough margin gives the whole-array value),
+    and interpolated in log between the rungs it falls between. A neighbourhood with fewer than
+    a quarter of its pixels valid keeps the scene's unit (1).
+    """
+    e2 = noise_level(sb, sa, ln.noise)
+    size = (2 * ln.radius_px + 1, 2 * ln.radius_px + 1)
+    lo, hi = ln.limits
+    rungs = 2.0 ** (np.arange(math.floor(2 * math.log2(lo)), math.ceil(2 * math.log2(hi)) + 1) / 2)
+    levels = [np.float32((ln.ref * g) ** 2) for g in rungs]
+    # rung of each pixel: how many levels its noise level reaches (255: invalid, never counted)
+    rung = np.zeros(e2.shape, np.uint8)
+    for level in levels:
+        rung += e2 >= level
+    rung[~valid] = 255
+
+    area = size[0] * size[1]
+    depth, dtype = (cv2.CV_16U, np.uint16) if area < 2 ** 16 else (cv2.CV_32S, np.int32)
+
+    def box(ind: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(ind.view(np.uint8), depth, size, normalize=False,
+                             borderType=cv2.BORDER_CONSTANT)
+
+    n = box(valid)
+    need = np.float32(ln.quantile) * np.maximum(n, 1).astype(np.float32)
+    need_i = np.ceil(need).astype(dtype)
+    # the neighbourhood's pixels below each level (the counts grow with the level): the
+    # quantile lies above ``below`` levels, between the counts ``lower`` and ``upper``
+    below = np.zeros(e2.shape, np.uint8)
+    lower = np.zeros(e2.shape, dtype)
+    upper = np.zeros(e2.shape, dtype)
+    found = np.zeros(e2.shape, bool)
+    for j in range(len(levels) - 1, -1, -1):  # from the top level down
+        c = box(rung <= j)
+        under = c < need_i
+        below += under
+        np.copyto(upper, c, where=~under)  # ends at the lowest level reaching the quantile
+        np.copyto(lower, c, where=under & ~found)  # the highest level short of it
+        found |= under
+    lower = lower.astype(np.float32)
+    t = np.clip((need - lower) / np.maximum(upper.astype(np.float32) - lower, 1), 0, 1)
+    step = np.float32(math.sqrt(2))
+    gain = np.float32(rungs[0]) / step * np.asarray(step ** below.astype(np.float32)) * step ** t
+    gain[below == 0] = rungs[0]
+    gain[below == len(levels)] = hi
+    gain = np.clip(gain, lo, hi).astype(np.float32)
+    gain[n < area / 4] = 1
+    return gain
+
+
+def local_units(sb: list[np.ndarray], sa: list[np.ndarray], valid: np.ndarray,
+                ln: LocalNoise) -> np.ndarray:
+    """Each band's noise unit at each pixel, (B, M, N) float32: the scene's noise times the
+    local gain (:func:`local_gain_map`), never below the band's floor."""
+    gain = local_gain_map(sb, sa, valid, ln)
+    return np.stack([np.maximum(np.float32(ln.noise[k]) * gain, np.float32(ln.floor[k]))
+                     for k in range(len(sb))])
+
+
 def change_score(before: np.ndarray, after: np.ndarray, valid: np.ndarray, sigma: np.ndarray, *,
-                 smoothing_px: float = 0.8, tolerance_px: int = 1) -> np.ndarray:
+                 smoothing_px: float = 0.8, tolerance_px: int = 1,
+                 noise: LocalNoise | None = None) -> np.ndarray:
     """Per-pixel change score in noise standard deviations, (M, N) float32.
 
     Parameters
@@ -83,6 +180,9 @@ def change_score(before: np.ndarray, after: np.ndarray, valid: np.ndarray, sigma
         Gaussian sigma applied to both images first.
     tolerance_px : int
         Neighbourhood radius of the min/max envelope (misregistration tolerated).
+    noise : LocalNoise, optional
+        When given, each pixel's unit is its neighbourhood's noise (:func:`local_units`) instead
+        of ``sigma``.
 
     Notes
     -----
@@ -95,11 +195,13 @@ def change_score(before: np.ndarray, after: np.ndarray, valid: np.ndarray, sigma
     if kernel is None and tolerance_px > 0:
         kernel = np.ones((3, 3), np.uint8)
     acc = np.zeros(before.shape[1:], np.float32)
+    sbs = [_smooth(before[b], smoothing_px) for b in range(before.shape[0])]
+    sas = [_smooth(after[b], smoothing_px) for b in range(before.shape[0])]
+    units = None if noise is None else local_units(sbs, sas, valid, noise)
     for b in range(before.shape[0]):
-        sb = _smooth(before[b], smoothing_px)
-        sa = _smooth(after[b], smoothing_px)
+        sb, sa = sbs[b], sas[b]
         d = np.maximum(_interval_distance(sa, sb, kernel), _interval_distance(sb, sa, kernel))
-        acc += (d / float(sigma[b])) ** 2
+        acc += (d / (float(sigma[b]) if units is None else units[b])) ** 2
     score = np.sqrt(acc / before.shape[0])
     score[~valid] = 0
     return score
@@ -237,11 +339,13 @@ def _regions_of(mask: np.ndarray, cell_px: int = 16, max_regions: int = 64
 
 
 def block_change_mask(before: np.ndarray, after: np.ndarray, valid: np.ndarray, sigma: np.ndarray,
-                      res_m: float, cfg: DifferenceConfig) -> np.ndarray:
+                      res_m: float, cfg: DifferenceConfig, noise: LocalNoise | None = None
+                      ) -> np.ndarray:
     """The mask of :func:`change_mask` with :func:`change_score` and :func:`shadow_change`,
     (M, N) bool, computing each costly part only where it can matter.
 
-    Parameters are those of :func:`change_score` and :func:`change_mask`.
+    Parameters are those of :func:`change_score` and :func:`change_mask`; with ``noise`` the
+    unit is the local one (:func:`local_units`).
 
     Notes
     -----
@@ -256,16 +360,23 @@ def block_change_mask(before: np.ndarray, after: np.ndarray, valid: np.ndarray, 
     shape = before.shape[1:]
     sb = [np.ascontiguousarray(_smooth(before[k], cfg.smoothing_px)) for k in range(n_bands)]
     sa = [np.ascontiguousarray(_smooth(after[k], cfg.smoothing_px)) for k in range(n_bands)]
+    gain = None if noise is None else local_gain_map(sb, sa, valid, noise)
+
+    def unit(k: int, gain_k):  # band k's unit where the gain is gain_k (the local_units one)
+        return np.maximum(np.float32(noise.noise[k]) * gain_k, np.float32(noise.floor[k]))
+
     bound_passes = np.zeros(shape, bool)
     for k in range(n_bands):
         # 1e-4 below the threshold: the bound and the score round differently
-        limit = cfg.low_threshold_sigma * float(sigma[k]) * (1 - 1e-4)
+        u = float(sigma[k]) if gain is None else unit(k, gain)
+        limit = cfg.low_threshold_sigma * u * (1 - 1e-4)
         bound_passes |= cv2.absdiff(sa[k], sb[k]) > limit
     at = np.flatnonzero(bound_passes & valid)
     empty = np.zeros(shape, bool)
     if not at.size:
         return empty
-    score = _score_at(sb, sa, at, shape, sigma, cfg.tolerance_px)
+    score = _score_at(sb, sa, at, shape, sigma if gain is None else
+                      [unit(k, gain.ravel()[at]) for k in range(n_bands)], cfg.tolerance_px)
     if not (score > cfg.threshold_sigma).any():
         return empty
     seeds = np.zeros(shape, np.uint8)
@@ -315,7 +426,8 @@ def _score_at(sb: list[np.ndarray], sa: list[np.ndarray], at: np.ndarray, shape:
     for k in range(len(sb)):
         xb, xa = sb[k].ravel()[at], sa[k].ravel()[at]
         d = np.maximum(distance(xa, sb[k]), distance(xb, sa[k]))
-        acc += (d / float(sigma[k])) ** 2
+        unit = sigma[k] if isinstance(sigma[k], np.ndarray) else float(sigma[k])
+        acc += (d / unit) ** 2
     return np.sqrt(acc / len(sb))
 
 
@@ -324,4 +436,10 @@ def mask_reach_px(cfg: DifferenceConfig, res_m: float) -> int:
     r = lambda m: int(round(m / res_m))  # noqa: E731
     return (int(math.ceil(3 * cfg.smoothing_px)) + cfg.tolerance_px + r(cfg.grow_m) + 5
             + 2 * r(cfg.closing_m) + 2 * r(cfg.opening_m)
-            + max(cfg.nodata_margin_px, int(math.ceil(2 * cfg.smoothing_px + cfg.tolerance_px))) + 2)
+            + max(cfg.nodata_margin_px, int(math.ceil(2 * cfg.smoothing_px + cfg.tolerance_px))) + 2
+            + local_radius_px(cfg, res_m))
+
+
+def local_radius_px(cfg: DifferenceConfig, res_m: float) -> int:
+    """Half side (pixels) of the neighbourhood of the local noise unit; 0 when it is off."""
+    return round(cfg.local_noise_m / res_m) if cfg.local_noise_m > 0 else 0

@@ -28,8 +28,9 @@ from .classify import (Detection, classify_blob, link_moves,
                        may_hold_class, ring_around)
 from .config import Config
 from .coregister import Shift, estimate_field, estimate_shift
-from .difference import (LOCAL_NOISE_M, block_change_mask, change_score, local_noise_gain,
-                         mask_reach_px, robust_sigma, smoothed_difference)
+from .difference import (LOCAL_NOISE_M, LocalNoise, block_change_mask, change_score,
+                         local_noise_gain, local_radius_px, mask_reach_px, robust_sigma,
+                         smoothed_difference)
 from .errors import InputError, RegistrationError
 from .radiometry import Radiometry, comparable, fast_quantiles, fit_linear, normalise
 
@@ -357,7 +358,8 @@ def _run_pair_into(out: Path, before, after, config: Config, *, allow_unregister
 
         with rio.AfterOnGrid(a_ds, grid, shift_px=field or (dx, dy), nodata=nodata) as a_vrt:
             with watch.stage("radiometry"):
-                rad, sigma, _ = _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, config)
+                rad, sigma, noise = _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands,
+                                                    config)
             log.info("radiometry %s; score unit %s", rad.as_dict(), np.round(sigma, 3).tolist())
 
             reach = mask_reach_px(config.difference, res)
@@ -376,7 +378,7 @@ def _run_pair_into(out: Path, before, after, config: Config, *, allow_unregister
                 def job(block_windows, readers):
                     b_r, a_r = readers
                     return _mask_block(b_r, a_r, *block_windows, b_bands, a_bands, rad, sigma,
-                                       grid, config, watch, overview)
+                                       grid, config, watch, overview, noise)
 
                 opener = _ReaderPool(before, after, grid, field or (dx, dy), nodata,
                                      shared=(b_ds, a_vrt), workers=threads,
@@ -564,12 +566,20 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, config: Config):
         v = flat[k][flat_v]
         lo, hi = fast_quantiles(v, (0.02, 0.98)) if v.size else (0.0, 0.0)
         floor.append(d.min_contrast * float(hi - lo) / d.threshold_sigma)
+    noise = None
+    if d.local_noise_m > 0:
+        e2 = sum((p / np.float32(s)) ** 2 for p, s in zip(pooled, sigma)) / np.float32(len(sigma))
+        ref = math.sqrt(float(fast_quantiles(e2, [d.local_noise_quantile])[0])) if e2.size else 1.0
+        noise = LocalNoise(tuple(float(s) for s in sigma), tuple(floor), max(ref, 1e-6),
+                           local_radius_px(d, rio.grid_of(b_ds).mean_res_m),
+                           d.local_noise_quantile, tuple(d.local_noise_limits))
     sigma = np.maximum(np.asarray(sigma, np.float32), np.asarray(floor, np.float32))
-    return rad, sigma, None
+    return rad, sigma, noise
 
 
 def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad, sigma,
-                grid: rio.Grid, config: Config, watch: _Stopwatch, overview=None) -> np.ndarray:
+                grid: rio.Grid, config: Config, watch: _Stopwatch, overview=None,
+                noise: LocalNoise | None = None) -> np.ndarray:
     """Pass 1: the cleaned change mask of one block's core (0/1, 255 where invalid).
 
     The block is read with the mask's reach as margin, so its core is exactly what a
@@ -590,7 +600,7 @@ def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad
         valid = vb & va
         b, a = comparable(b, a)
         mask = block_change_mask(b, normalise(a, rad), valid, sigma, grid.mean_res_m,
-                                 config.difference)
+                                 config.difference, noise)
         out = mask[sl].astype(np.uint8)
         out[~valid[sl]] = rio.MaskWriter.NODATA
     return out

@@ -12,7 +12,8 @@ from pipeline import rasterio_io as rio
 from pipeline import report, synth
 from pipeline.config import DifferenceConfig
 from pipeline.coregister import _translate
-from pipeline.difference import block_change_mask, change_mask, change_score, shadow_change
+from pipeline.difference import (LocalNoise, block_change_mask, change_mask, change_score,
+                                 local_radius_px, mask_reach_px, shadow_change)
 from pipeline.radiometry import fast_quantiles
 from pipeline.run import _may_hold_blobs, _stripes
 
@@ -40,6 +41,37 @@ def test_block_mask_equals_the_whole_array_mask(scene, tolerance_px, hole):
     whole = change_mask(score, valid, 0.5, cfg, shadow=shadow_change(before, after))
     assert whole.sum() > 200  # the scene has changes to find
     np.testing.assert_array_equal(block_change_mask(before, after, valid, sigma, 0.5, cfg), whole)
+
+
+@pytest.mark.parametrize("hole", [False, True])
+def test_local_noise_mask_of_a_window_equals_the_whole_array_mask(scene, hole):
+    # the local unit's neighbourhood lies within the mask's reach: a window with that margin
+    # gives the whole-array mask in its core
+    before, after = scene
+    after = after.copy()
+    after[:, :, :200] += np.random.default_rng(1).normal(0, 8, after[:, :, :200].shape
+                                                         ).astype(np.float32)  # noisy left part
+    valid = np.ones(before.shape[1:], bool)
+    if hole:
+        valid[100:180, 300:420] = False
+    cfg = DifferenceConfig(local_noise_m=10)
+    sigma = np.float32([6.0, 5.5, 7.0])
+    noise = LocalNoise((6.0, 5.5, 7.0), (2.0, 2.0, 2.0), 1.0, local_radius_px(cfg, 0.5), 0.5,
+                       (0.5, 3.0))
+    score = change_score(before, after, valid, sigma, smoothing_px=cfg.smoothing_px,
+                         tolerance_px=cfg.tolerance_px, noise=noise)
+    whole = change_mask(score, valid, 0.5, cfg, shadow=shadow_change(before, after))
+    assert whole.sum() > 200
+    np.testing.assert_array_equal(block_change_mask(before, after, valid, sigma, 0.5, cfg, noise),
+                                  whole)
+    reach = mask_reach_px(cfg, 0.5)
+    for r0, c0 in [(200, 150), (0, 300), (312, 312)]:
+        rows = slice(max(0, r0 - reach), r0 + 200 + reach)
+        cols = slice(max(0, c0 - reach), c0 + 200 + reach)
+        part = block_change_mask(before[:, rows, cols], after[:, rows, cols], valid[rows, cols],
+                                 sigma, 0.5, cfg, noise)
+        y, x = r0 - rows.start, c0 - cols.start
+        np.testing.assert_array_equal(part[y:y + 200, x:x + 200], whole[r0:r0 + 200, c0:c0 + 200])
 
 
 def test_block_without_change_is_empty(scene):
