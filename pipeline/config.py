@@ -147,9 +147,10 @@ class MovesConfig(_Strict):
 
 
 class VerifierConfig(_Strict):
-    """The optional learned verifier of aircraft candidates (:mod:`pipeline.verifier`)."""
+    """The learned verifier of aircraft candidates (:mod:`pipeline.verifier`); off: the classical
+    rules alone."""
 
-    enabled: bool = False
+    enabled: bool = True
     min_sigma: float = Field(3.0, gt=0, description="with the verifier on, blobs whose mean "
                              "change score reaches this (instead of difference.blob_sigma) are "
                              "classified, and the verifier judges the aircraft among them")

@@ -1,4 +1,4 @@
-"""The optional learned verifier of aircraft candidates (pipeline.verifier)."""
+"""The learned verifier of aircraft candidates (pipeline.verifier), on by default."""
 import json
 
 import numpy as np
@@ -39,12 +39,10 @@ def classical(sample_pair, tmp_path_factory):
     return _run(sample_pair, tmp_path_factory.mktemp("off") / "out", enabled=False)
 
 
-def test_off_is_the_classical_result(sample_pair, tmp_path, classical):
-    assert Config().verifier.enabled is False
-    result = run_pair(sample_pair[0], sample_pair[1], tmp_path / "default", Config())
-    assert [(d.klass, d.category, d.change, d.blob.centroid_px)
-            for d in result.detections] == classical
-    # on, keeping every candidate the classical test keeps: the same detections
+def test_on_keeping_what_the_rules_keep_is_the_classical_result(sample_pair, tmp_path,
+                                                                  classical):
+    assert Config().verifier.enabled is True
+    # on, keeping every candidate the classical test keeps: the same detections as off
     assert _run(sample_pair, tmp_path / "keep", enabled=True, threshold=0.0,
                 min_sigma=Config().difference.blob_sigma) == classical
 
@@ -55,6 +53,7 @@ def test_on_judges_aircraft_only(sample_pair, tmp_path, classical):
     # a threshold nothing reaches drops every aircraft, never a launcher
     strict = _run(sample_pair, tmp_path / "strict", enabled=True, threshold=1.0)
     assert strict == [d for d in classical if d[1] == "launcher"]
-    # the shipped model keeps the sample's aircraft
-    shipped = _run(sample_pair, tmp_path / "shipped", enabled=True)
+    # the shipped model, the default, keeps the sample's aircraft
+    result = run_pair(sample_pair[0], sample_pair[1], tmp_path / "default", Config())
+    shipped = [(d.klass, d.category, d.change, d.blob.centroid_px) for d in result.detections]
     assert [d for d in shipped if d[1] == "aircraft"] == [d for d in classical if d[1] == "aircraft"]
