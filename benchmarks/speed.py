@@ -7,6 +7,7 @@ rasterio read of both input files, measured in the same run. Pairs are made once
 
     python benchmarks/speed.py                 # 4000, 8192 and 16000 px
     python benchmarks/speed.py --sizes 30000   # add the 30000 px pair (about 5 GB of files)
+    python benchmarks/speed.py --sizes 16000 --config my.yaml   # another configuration
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[4000, 8192, 16000])
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--config", help="YAML configuration passed to detect-changes")
     args = ap.parse_args()
     exe = shutil.which("detect-changes") or str(Path(sys.executable).parent / "detect-changes")
     print(f"{'size':>7} {'MP':>6} {'read s':>7} {'run s':>7} {'MP/s':>6} {'ratio':>6} "
@@ -48,7 +50,8 @@ def main() -> None:
         read_s = min(plain_read_s(before, after) for _ in range(2))
         with tempfile.TemporaryDirectory() as tmp:
             wall, rss = measure([exe, str(before), str(after), "--out", tmp, "-q",
-                                 "--threads", str(args.threads)])
+                                 "--threads", str(args.threads),
+                                 *(["--config", args.config] if args.config else [])])
             report = json.loads((Path(tmp) / "report.json").read_text())
         mp = size * size / 1e6
         print(f"{size:>7} {mp:>6.0f} {read_s:>7.2f} {wall:>7.2f} {mp / wall:>6.1f} "
