@@ -89,6 +89,9 @@ class DifferenceConfig(_Strict):
     def _low_below_high(self):
         if self.low_threshold_sigma > self.threshold_sigma:
             raise ValueError("low_threshold_sigma must not exceed threshold_sigma")
+        lo, hi = self.local_noise_limits
+        if not 0 < lo <= 1 <= hi:
+            raise ValueError("local_noise_limits must be [low, high] with 0 < low <= 1 <= high")
         return self
 
 

@@ -26,6 +26,14 @@ def test_bad_value_is_rejected_naming_the_key(tmp_path):
         load_config(p)
 
 
+@pytest.mark.parametrize("limits", ["[3.0, 0.5]", "[0, 3]", "[1.5, 3]"])
+def test_local_noise_limits_must_bracket_the_scene_unit(tmp_path, limits):
+    p = tmp_path / "c.yaml"
+    p.write_text(f"difference:\n  local_noise_limits: {limits}\n")
+    with pytest.raises(ConfigError, match="local_noise_limits must be"):
+        load_config(p)
+
+
 def test_missing_and_malformed_config_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
