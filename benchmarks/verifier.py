@@ -34,11 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import synth, verifier  # noqa: E402
-from pipeline.cases import score_case  # noqa: E402
+from pipeline.cases import detection_labels, score_case  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
-from pipeline.evaluate import excused, is_ignore, load_features, match  # noqa: E402
+from pipeline.evaluate import is_ignore, load_features  # noqa: E402
 from pipeline.run import run_pair  # noqa: E402
+
+# the accuracy benchmark beside this script
+from accuracy import real_config  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "accuracy"
 CONTROLS = {"G5_b3c7c22d_fc8f9dc5", "G8_e9021b38_ef92f434"}
@@ -46,23 +49,6 @@ SYN_TRAIN_SEEDS = range(4, 8)
 SYN_EVAL_SEEDS = range(0, 4)
 GBT = {"max_depth": 3, "max_iter": 150, "learning_rate": 0.05, "min_samples_leaf": 20}
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)
-
-
-def _labels(truth: list[dict], found: list[dict]) -> list[int]:
-    """1: matches a truth aircraft of its change; 0: matches none; -1: excused (ignore region)."""
-    regions = [f for f in truth if is_ignore(f)]
-    truth = [f for f in truth if not is_ignore(f) and f["properties"].get("category") == "aircraft"]
-    labels = [0] * len(found)
-    for change in ("appeared", "disappeared"):
-        t = [f for f in truth if f["properties"].get("change") == change]
-        idx = [i for i, f in enumerate(found) if f["properties"].get("change") == change]
-        d = [found[i] for i in idx]
-        _, pairs = match(t, d, 10.0)
-        for _, j in pairs:
-            labels[idx[j]] = 1
-        for j in excused(d, pairs, regions, 5.0):
-            labels[idx[j]] = -1
-    return labels
 
 
 def dump_pair(name: str, kind: str, group: str, before: Path, after: Path, truth_path: Path,
@@ -82,7 +68,7 @@ def dump_pair(name: str, kind: str, group: str, before: Path, after: Path, truth
     truth = load_features(truth_path)
     aircraft = [f for f in dets if f["properties"]["category"] == "aircraft"]
     others = [f for f in dets if f["properties"]["category"] != "aircraft"]
-    labels = _labels(truth, aircraft)
+    labels = detection_labels(truth, aircraft)
     for f, lab in zip(aircraft, labels):
         p = f["properties"]
         r = by_place[(round(p["centroid_px"][0], 2), round(p["centroid_px"][1], 2), p["change"])]
@@ -95,7 +81,7 @@ def dump_pair(name: str, kind: str, group: str, before: Path, after: Path, truth
 def cmd_dump(args) -> None:
     config = load_config(args.config)
     config = config.model_copy(update={"verifier": config.verifier.model_copy(update={"enabled": False})})
-    real = config.model_copy(update={"input": config.input.model_copy(update={"nodata": 0})})
+    real = real_config(config)
     cases = args.work / "cases"
     cases.mkdir(parents=True, exist_ok=True)
     jobs = []

@@ -379,6 +379,49 @@ def write_truth(path: str | Path, truth: Truth, before_tif: str | Path) -> Path:
     return Path(path)
 
 
+def _aircraft_sides(truth_features: list[dict], detection_features: list[dict]):
+    """The ignore regions, the aircraft truth and the aircraft detections of a case."""
+    regions = [f for f in truth_features if is_ignore(f)]
+    truth = [f for f in truth_features if not is_ignore(f)
+             and (f.get("properties") or {}).get("category") == "aircraft"]
+    found = [f for f in detection_features
+             if (f.get("properties") or {}).get("category") == "aircraft"]
+    return regions, truth, found
+
+
+def _matched_by_change(truth: list[dict], found: list[dict], regions: list[dict],
+                       max_distance_m: float, ignore_margin_m: float):
+    """For each change: its truth and detections, the indexes into ``found`` of those
+    detections, the matched (truth, detection) pairs and the unmatched detections excused by an
+    ignore region (indexes into the change's lists)."""
+    def of(features, change):
+        return [i for i, f in enumerate(features)
+                if (f.get("properties") or {}).get("change") == change]
+
+    for change in sorted({(f.get("properties") or {}).get("change") for f in truth + found},
+                         key=str):
+        t = [truth[i] for i in of(truth, change)]
+        at = of(found, change)
+        d = [found[i] for i in at]
+        _, pairs = match(t, d, max_distance_m)
+        yield t, d, at, pairs, set(excused(d, pairs, regions, ignore_margin_m))
+
+
+def detection_labels(truth_features: list[dict], detection_features: list[dict], *,
+                     max_distance_m: float = 10.0, ignore_margin_m: float = 5.0) -> list[int]:
+    """For each aircraft detection, in order, as :func:`score_case` counts it: 1 a true
+    positive, 0 a false positive, -1 excused (on or near an ignore region)."""
+    regions, truth, found = _aircraft_sides(truth_features, detection_features)
+    labels = [0] * len(found)
+    for _, _, at, pairs, gone in _matched_by_change(truth, found, regions, max_distance_m,
+                                                     ignore_margin_m):
+        for _, j in pairs:
+            labels[at[j]] = 1
+        for j in gone:
+            labels[at[j]] = -1
+    return labels
+
+
 def score_case(truth_features: list[dict], detection_features: list[dict], *,
                max_distance_m: float = 10.0, ignore_margin_m: float = 5.0) -> CaseScore:
     """Aircraft precision and recall of one case, with :func:`pipeline.evaluate.match`.
@@ -391,20 +434,13 @@ def score_case(truth_features: list[dict], detection_features: list[dict], *,
     def of(features, change):
         return [f for f in features if (f.get("properties") or {}).get("change") == change]
 
-    regions = [f for f in truth_features if is_ignore(f)]
-    truth = [f for f in truth_features if not is_ignore(f)
-             and (f.get("properties") or {}).get("category") == "aircraft"]
-    found = [f for f in detection_features
-             if (f.get("properties") or {}).get("category") == "aircraft"]
+    regions, truth, found = _aircraft_sides(truth_features, detection_features)
     launchers = sum((f.get("properties") or {}).get("category") == "launcher"
                     for f in detection_features)
     tp = n_excused = 0
     fps, misses = [], []
-    for change in sorted({(f.get("properties") or {}).get("change") for f in truth + found},
-                         key=str):
-        t, d = of(truth, change), of(found, change)
-        _, pairs = match(t, d, max_distance_m)
-        gone = set(excused(d, pairs, regions, ignore_margin_m))
+    for t, d, _, pairs, gone in _matched_by_change(truth, found, regions, max_distance_m,
+                                                   ignore_margin_m):
         tp += len(pairs)
         n_excused += len(gone)
         hit_d = {j for _, j in pairs}

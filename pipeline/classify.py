@@ -218,12 +218,32 @@ def attached_to_static_structure(before: np.ndarray, after: np.ndarray, ring: np
     """
     if not ring.any():
         return False
+    return static_share(before, after, ring, contrast=contrast) >= min_fraction
+
+
+def static_share(before: np.ndarray, after: np.ndarray, ring: np.ndarray, *,
+                 contrast: float = 0.2) -> float:
+    """Share of the (non-empty) ring that differs from the ring's median by more than
+    ``contrast`` (relative) in both images: unchanged structure standing out from the ground."""
     stands_out = np.ones(ring.shape, bool)
     for img in (before, after):
         lum = img.mean(axis=0)
         ground = float(np.median(lum[ring]))
         stands_out &= np.abs(lum - ground) > contrast * max(abs(ground), 1e-3)
-    return float(stands_out[ring].mean()) >= min_fraction
+    return float(stands_out[ring].mean())
+
+
+def shadow_share(before: np.ndarray, after: np.ndarray, inside: np.ndarray,
+                 score: np.ndarray | None) -> float:
+    """Share of the blob's core (its pixels scoring at least 0.4 of its 90th percentile, where
+    the object is, not the blurred fringe; the whole blob without a score) that a shadow
+    falling or lifting explains (:func:`pipeline.difference.shadow_like`); 0 without a core."""
+    core = inside
+    if score is not None:
+        core = inside & (score >= 0.4 * float(np.percentile(score[inside], 90)))
+    if not core.any():
+        return 0.0
+    return float((shadow_like(before, after) | shadow_like(after, before))[core].mean())
 
 
 # An aircraft's footprint (fuselage, wings, tail; a rotor disc at most) fills at most what a
@@ -266,10 +286,7 @@ def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.
     if not clear_object and attached_to_static_structure(before, after, ring):
         return None
     holding, other = (after, before) if change == "appeared" else (before, after)
-    core = inside
-    if score is not None:  # judge the object's core, not the blurred fringe around it
-        core = inside & (score >= 0.4 * float(np.percentile(score[inside], 90)))
-    if (shadow_like(before, after) | shadow_like(after, before))[core].mean() >= 0.75:
+    if shadow_share(before, after, inside, score) >= 0.75:
         return None  # shadows that came, went or moved with the sun, without an object
     if vehicle_group(inside, holding, ring, res_m):
         return None  # cars that came and went in a car park, not one object

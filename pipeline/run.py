@@ -359,7 +359,7 @@ def _run_pair_into(out: Path, before, after, config: Config, *, allow_unregister
         with rio.AfterOnGrid(a_ds, grid, shift_px=field or (dx, dy), nodata=nodata) as a_vrt:
             with watch.stage("radiometry"):
                 rad, sigma, noise = _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands,
-                                                    config)
+                                                    res, config)
             log.info("radiometry %s; score unit %s", rad.as_dict(), np.round(sigma, 3).tolist())
 
             reach = mask_reach_px(config.difference, res)
@@ -532,11 +532,13 @@ def _measure_field(b_ds, a_ds, grid: rio.Grid, joint_lr: np.ndarray, factor: int
                           neighbour_tolerance_px=cfg.inlier_tolerance_px)
 
 
-def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, config: Config):
+def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, res_m: float, config: Config):
     """Radiometric map and the score's unit per band, from the matching windows.
 
     The unit is the robust standard deviation of the smoothed difference (noise), raised where
     needed so that ``threshold_sigma`` units are at least ``min_contrast`` of BEFORE's range.
+    With ``difference.local_noise_m`` the third result is the :class:`LocalNoise` of pass 1
+    (its neighbourhood in pixels of ``res_m``), else None.
     """
     nodata = config.input.nodata
     pairs = []
@@ -571,7 +573,7 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, config: Config):
         e2 = sum((p / np.float32(s)) ** 2 for p, s in zip(pooled, sigma)) / np.float32(len(sigma))
         ref = math.sqrt(float(fast_quantiles(e2, [d.local_noise_quantile])[0])) if e2.size else 1.0
         noise = LocalNoise(tuple(float(s) for s in sigma), tuple(floor), max(ref, 1e-6),
-                           local_radius_px(d, rio.grid_of(b_ds).mean_res_m),
+                           local_radius_px(d, res_m),
                            d.local_noise_quantile, tuple(d.local_noise_limits))
     sigma = np.maximum(np.asarray(sigma, np.float32), np.asarray(floor, np.float32))
     return rad, sigma, noise

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from .blobs import Blob
-from .classify import Detection, object_pixels
-from .difference import robust_sigma, shadow_like
+from .classify import Detection, object_pixels, shadow_share, static_share
+from .difference import robust_sigma
 
 MODEL_PATH = Path(__file__).with_name("verifier_model.json")
 
@@ -84,14 +84,8 @@ def candidate_features(raw: Blob, det: Detection, before: np.ndarray, after: np.
     if has_ring:
         lvl = float(np.median(hl[ring]))
         ring_tex = float(np.std(hl[ring])) / max(abs(lvl), 1.0)
-        stands = np.ones(ring.shape, bool)
-        for lum in (hl, ol):
-            g = float(np.median(lum[ring]))
-            stands &= np.abs(lum - g) > 0.2 * max(abs(g), 1e-3)
-        static = float(stands[ring].mean())
-    core = inside & (score >= 0.4 * float(np.percentile(score[inside], 90)))
-    shadow = float((shadow_like(before, after) | shadow_like(after, before))[core].mean()) \
-        if core.any() else 0.0
+        static = static_share(holding, other, ring)
+    shadow = shadow_share(before, after, inside, score)
     strong = float((score[inside] >= blob_sigma).mean())
     lg = math.log
     x = [
