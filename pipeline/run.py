@@ -29,8 +29,8 @@ from .classify import (Detection, classify_blob, link_moves,
 from .config import Config
 from .coregister import Shift, estimate_field, estimate_shift
 from .difference import (LOCAL_NOISE_M, LocalNoise, block_change_mask, change_score,
-                         local_noise_gain, local_radius_px, mask_reach_px, robust_sigma,
-                         smoothed_difference)
+                         local_noise_gain, local_radius_px, mask_reach_px, noise_sample_step,
+                         robust_sigma, smoothed_difference)
 from .errors import InputError, RegistrationError
 from .radiometry import Radiometry, comparable, fast_quantiles, fit_linear, normalise
 
@@ -542,7 +542,8 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, res_m: float, config
     """
     nodata = config.input.nodata
     pairs = []
-    for w in windows or [Window(0, 0, b_ds.width, b_ds.height)]:
+    windows = windows or [Window(0, 0, b_ds.width, b_ds.height)]
+    for w in windows:
         b, vb = rio.read_window(b_ds, w, bands=b_bands, nodata=nodata)
         a, va = rio.read_window(a_vrt, w, bands=a_bands, nodata=nodata)
         pairs.append((*comparable(b, a), vb & va))
@@ -553,11 +554,15 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, res_m: float, config
                      method=config.radiometry.method)
     # noise of the smoothed difference, window by window (smoothing must not cross seams)
     diffs = [[] for _ in range(flat.shape[0])]
+    sampled = [[] for _ in range(flat.shape[0])]  # on the local noise unit's sample lattice
     smoothing = config.difference.smoothing_px
-    for b, a, v in pairs:
+    step = noise_sample_step(local_radius_px(config.difference, res_m))
+    for w, (b, a, v) in zip(windows, pairs):
         sig_parts = smoothed_difference(b, normalise(a, rad), smoothing)
+        pick = (slice(-int(w.row_off) % step, None, step), slice(-int(w.col_off) % step, None, step))
         for k, d in enumerate(sig_parts):
             diffs[k].append(d[v])
+            sampled[k].append(d[pick][v[pick]])
     pooled = [np.concatenate(parts) if parts else np.zeros(0, np.float32) for parts in diffs]
     sigma = [max(robust_sigma(d) if d.size else 1.4826, 1e-6) for d in pooled]
     # a seed must also be a visible contrast, not only a significant one: on very clean images
@@ -570,7 +575,10 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, res_m: float, config
         floor.append(d.min_contrast * float(hi - lo) / d.threshold_sigma)
     noise = None
     if d.local_noise_m > 0:
-        e2 = sum((p / np.float32(s)) ** 2 for p, s in zip(pooled, sigma)) / np.float32(len(sigma))
+        # the same samples as the local level's, so that a sensor's pattern (pan-sharpening,
+        # JPEG blocks) biases both alike
+        e2 = sum((np.concatenate(p) / np.float32(s)) ** 2
+                 for p, s in zip(sampled, sigma)) / np.float32(len(sigma))
         ref = math.sqrt(float(fast_quantiles(e2, [d.local_noise_quantile])[0])) if e2.size else 1.0
         noise = LocalNoise(tuple(float(s) for s in sigma), tuple(floor), max(ref, 1e-6),
                            local_radius_px(d, res_m),
@@ -602,7 +610,8 @@ def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad
         valid = vb & va
         b, a = comparable(b, a)
         mask = block_change_mask(b, normalise(a, rad), valid, sigma, grid.mean_res_m,
-                                 config.difference, noise)
+                                 config.difference, noise,
+                                 origin=(int(padded.row_off), int(padded.col_off)))
         out = mask[sl].astype(np.uint8)
         out[~valid[sl]] = rio.MaskWriter.NODATA
     return out

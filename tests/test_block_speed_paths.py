@@ -65,11 +65,11 @@ def test_local_noise_mask_of_a_window_equals_the_whole_array_mask(scene, hole):
     np.testing.assert_array_equal(block_change_mask(before, after, valid, sigma, 0.5, cfg, noise),
                                   whole)
     reach = mask_reach_px(cfg, 0.5)
-    for r0, c0 in [(200, 150), (0, 300), (312, 312)]:
+    for r0, c0 in [(200, 150), (0, 300), (312, 312), (201, 153)]:  # cells of 2 px: odd too
         rows = slice(max(0, r0 - reach), r0 + 200 + reach)
         cols = slice(max(0, c0 - reach), c0 + 200 + reach)
         part = block_change_mask(before[:, rows, cols], after[:, rows, cols], valid[rows, cols],
-                                 sigma, 0.5, cfg, noise)
+                                 sigma, 0.5, cfg, noise, origin=(rows.start, cols.start))
         y, x = r0 - rows.start, c0 - cols.start
         np.testing.assert_array_equal(part[y:y + 200, x:x + 200], whole[r0:r0 + 200, c0:c0 + 200])
 
@@ -156,3 +156,25 @@ def test_pass_two_skips_only_blocks_where_no_blob_can_start():
     assert not _may_hold_blobs((core, padded), {(0, 0), (0, 1024), (1024, 0)}, 1024)  # above, left
     for below_right in [(1024, 1024), (1024, 2048), (2048, 1024), (2048, 2048)]:
         assert _may_hold_blobs((core, padded), {below_right}, 1024)
+
+
+def test_quiet_block_stops_before_the_local_gain_is_counted(scene, monkeypatch):
+    # with a local unit no smaller than half the scene's, a difference of 2 units everywhere
+    # cannot seed (5): the block is empty without the gain; a real change still is counted
+    from pipeline import difference
+    before, _ = scene
+    valid = np.ones(before.shape[1:], bool)
+    rng = np.random.default_rng(5)
+    quiet = before + rng.uniform(-2, 2, before.shape).astype(np.float32)
+    cfg = DifferenceConfig(local_noise_m=10)
+    noise = LocalNoise((2.0,) * 3, (0.5,) * 3, 1.0, local_radius_px(cfg, 0.5), 0.5, (0.5, 3.0))
+    sigma = np.float32([2.0] * 3)
+    counted = []
+    real = difference._cell_gain
+    monkeypatch.setattr(difference, "_cell_gain", lambda *a: counted.append(1) or real(*a))
+    assert not block_change_mask(before, quiet, valid, sigma, 0.5, cfg, noise).any()
+    assert not counted
+    changed = quiet.copy()
+    changed[:, 200:240, 200:260] += 40
+    mask = block_change_mask(before, changed, valid, sigma, 0.5, cfg, noise)
+    assert counted and mask[205:235, 205:255].mean() > 0.9

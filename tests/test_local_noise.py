@@ -66,3 +66,18 @@ def test_faint_object_on_clean_ground_is_found_against_its_local_noise():
     assert not global_mask[110:130, 170:200].any()
     assert local_mask[110:130, 170:200].mean() > 0.8
     assert not local_mask[:, :120].any()  # the noisy fields stay quiet: their unit grew
+
+
+def test_gain_is_the_same_up_to_the_scene_edges():
+    # uniform noise at 0.6 of the scene's level: every cell, corners and edges included (whose
+    # squares hold a quarter to a half of a full one), gets about 0.6, on odd origins too
+    rng = np.random.default_rng(4)
+    sb = [np.zeros((300, 300), np.float32) for _ in range(3)]
+    sa = [rng.normal(0, 0.6, (300, 300)).astype(np.float32) for _ in range(3)]
+    valid = np.ones((300, 300), bool)
+    ln = LocalNoise((1.0,) * 3, (0.1,) * 3, 1.0, 80, 0.5, (0.5, 3.0))
+    ref = float(np.median(np.sqrt(noise_level(sb, sa, (1.0,) * 3))))
+    for origin in [(0, 0), (3, 5), (1021, 7)]:
+        gain = local_gain_map(sb, sa, valid, ln, origin) * np.float32(1.0 / ref)
+        assert gain.shape == (300, 300)
+        assert np.all(np.abs(gain - 1) < 0.06), (origin, gain.min(), gain.max())
