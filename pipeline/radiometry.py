@@ -114,4 +114,6 @@ def normalise(after: np.ndarray, radiometry: Radiometry) -> np.ndarray:
     """Apply a fitted :class:`Radiometry` to AFTER (B, M, N) float32; returns a new array."""
     gains = np.asarray(radiometry.gains, dtype=np.float32)[:, None, None]
     offsets = np.asarray(radiometry.offsets, dtype=np.float32)[:, None, None]
-    return after * gains + offsets
+    out = after * gains
+    out += offsets  # in place: the same values as ``after * gains + offsets``, one array less
+    return out
