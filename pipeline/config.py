@@ -162,6 +162,18 @@ class VerifierConfig(_Strict):
     model: str | None = Field(None, description="model JSON; null = the one in the package")
 
 
+class SplitConfig(_Strict):
+    """Cutting a blob that joins several objects at narrow necks (:func:`pipeline.blobs.split_at_necks`):
+    aircraft parked wingtip to wingtip, or an aircraft and its neighbour's moved shadow."""
+
+    enabled: bool = True
+    core_width_m: float | None = Field(None, gt=0, description="an object's core is where a "
+                                       "disc this wide fits in the blob; null = the least width "
+                                       "of the narrowest aircraft class")
+    min_separation_m: float | None = Field(None, gt=0, description="cores closer than this are "
+                                           "one object's; null = the same least width")
+
+
 class OutputConfig(_Strict):
     overlay_max_px: int = Field(2000, ge=256, description="longest side of overlay.png, pixels")
     chip_m: float = Field(100.0, gt=0, description="side of the before/after chips in report.html, metres")
@@ -196,6 +208,7 @@ class Config(_Strict):
     min_overlap: float = Field(0.05, ge=0, le=1, description="least share of BEFORE covered by valid AFTER")
     moves: MovesConfig = MovesConfig()
     verifier: VerifierConfig = VerifierConfig()
+    split: SplitConfig = SplitConfig()
     processing: ProcessingConfig = ProcessingConfig()
     output: OutputConfig = OutputConfig()
     zones: list[Zone] = Field(default_factory=list, description="optional named lon/lat "
@@ -216,6 +229,12 @@ class Config(_Strict):
     @property
     def max_footprint_m(self) -> float:
         return max(c.length_m[1] for c in self.classes)
+
+    @property
+    def narrowest_aircraft_m(self) -> float:
+        """Least width of the narrowest aircraft class (any class when none is an aircraft)."""
+        aircraft = [c for c in self.classes if c.category == "aircraft"] or self.classes
+        return min(c.width_m[0] for c in aircraft)
 
     def digest(self) -> str:
         """A short hash of the effective configuration (for resume state and reports)."""

@@ -23,7 +23,7 @@ from rasterio.windows import Window
 from . import __version__
 from . import rasterio_io as rio
 from . import verifier
-from .blobs import find_blobs
+from .blobs import find_blobs, measure, split_at_necks
 from .classify import (Detection, classify_blob, link_moves,
                        may_hold_class, ring_around)
 from .config import Config
@@ -622,7 +622,9 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
     """Pass 2: blobs of the mask whose top-left lies in ``core``, measured and classified.
 
     ``writer`` reads the pass-1 mask: the :class:`~pipeline.rasterio_io.MaskWriter` itself or,
-    on a worker thread, one of its :class:`~pipeline.rasterio_io.MaskReader` handles.
+    on a worker thread, one of its :class:`~pipeline.rasterio_io.MaskReader` handles. A blob
+    that joins several objects at narrow necks is cut into them (``split``): its parts replace
+    it when two or more of them are aircraft candidates, or when it is none and a part is.
     """
     nodata = config.input.nodata
     res = grid.mean_res_m
@@ -632,6 +634,14 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
     ring_px = max(2, int(round(3.0 / res)))
     pad = max(ring_px + int(math.ceil(3 * d.smoothing_px)) + d.tolerance_px + 2,
               int(math.ceil(LOCAL_NOISE_M / res)))
+    # a blob this much smaller than the block margin lies whole in every padded block that keeps
+    # it, so a split sees the same pixels windowed and whole-array
+    whole_px = blob_margin_px(config, res)
+    largest = (max(c.length_m[1] for c in config.classes), max(c.width_m[1] for c in config.classes))
+    sp = config.split
+    narrowest = config.narrowest_aircraft_m
+    core_width_m = sp.core_width_m or narrowest
+    separation_m = sp.min_separation_m or narrowest
     full = Window(0, 0, grid.width, grid.height)
     v = config.verifier
     record = verifier.RECORD  # the training dump: every candidate kept and recorded
@@ -643,9 +653,13 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
     dets = []
     for blob in blobs:
         too_small = blob.area_px < d.min_pixels or blob.area_m2 < d.min_area_m2
-        if too_small or not may_hold_class(blob.length_m, blob.width_m, config.classes):
-            continue
+        fits = may_hold_class(blob.length_m, blob.width_m, config.classes)
         c0, r0, c1, r1 = blob.bbox_px
+        # larger than any class: several objects joined, tried only by the split
+        oversize = (sp.enabled and not fits and c1 - c0 < whole_px and r1 - r0 < whole_px
+                    and (blob.length_m > largest[0] or blob.width_m > largest[1]))
+        if too_small or not (fits or oversize):
+            continue
         chip = Window(c0 - pad, r0 - pad, c1 - c0 + 2 * pad, r1 - r0 + 2 * pad).intersection(full)
         # one pixel of the blob, to find it again among the chip's components
         ys, xs = np.nonzero(labels[r0 - int(padded.row_off):r1 - int(padded.row_off),
@@ -660,28 +674,53 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
         a = normalise(a, rad)
         score = change_score(b, a, vb & va, sigma, smoothing_px=d.smoothing_px,
                              tolerance_px=d.tolerance_px)
-        s = score[inside]
-        blob = replace(blob, mean_score=float(s.mean()), max_score=float(s.max()))
         gain = local_noise_gain(b, a, vb & va & (chip_mask == 0), sigma, d.smoothing_px)
-        strong = blob.mean_score * gain >= d.blob_sigma
-        if not strong and not (judge and blob.mean_score * gain >= v.min_sigma):
-            continue  # weak over its body (speckle the closing joined, soil, haze): no object
-        ring = ring_around(inside, chip_mask != 0, ring_px) & vb & va
-        det = classify_blob(blob, b, a, inside, ring, config.classes, score=score, res_m=grid.res_m,
-                            chip_offset_px=(int(chip.col_off), int(chip.row_off)))
-        if det is None:
-            continue
-        if det.category != "aircraft":
-            if strong:  # launchers: the classical path alone
-                dets.append(det)
-            continue
-        if judge:
-            x = verifier.candidate_features(blob, det, b, a, inside, ring, score, gain,
-                                            grid.res_m, d.blob_sigma)
-            if record is not None:
-                record.append({"centroid_px": det.blob.centroid_px, "change": det.change,
-                               "classical": strong, "features": x.tolist()})
-            elif model.probability(x) < threshold:
-                continue  # the verifier finds it unlike an aircraft that came or went
-        dets.append(det)
+        offset = (int(chip.col_off), int(chip.row_off))
+
+        def candidate(region_blob, region):
+            """The region's classical detection, whether it is strong, and its features."""
+            s = score[region]
+            region_blob = replace(region_blob, mean_score=float(s.mean()), max_score=float(s.max()))
+            strong = region_blob.mean_score * gain >= d.blob_sigma
+            if not strong and not (judge and region_blob.mean_score * gain >= v.min_sigma):
+                return None  # weak over its body (speckle the closing joined, soil, haze)
+            ring = ring_around(region, chip_mask != 0, ring_px) & vb & va
+            det = classify_blob(region_blob, b, a, region, ring, config.classes, score=score,
+                                res_m=grid.res_m, chip_offset_px=offset)
+            if det is None or (det.category != "aircraft" and not strong):
+                return None  # launchers: the classical path alone
+            x = None
+            if judge and det.category == "aircraft":
+                x = verifier.candidate_features(region_blob, det, b, a, region, ring, score, gain,
+                                                grid.res_m, d.blob_sigma)
+            return det, strong, x
+
+        found = [c for c in [candidate(blob, inside) if fits else None] if c is not None]
+        if sp.enabled:
+            parts = split_at_necks(inside, res, core_width_m=core_width_m,
+                                   min_separation_m=separation_m)
+            if parts.max() > 1:
+                pieces = []
+                for k in range(1, int(parts.max()) + 1):
+                    part = parts == k
+                    if part.sum() < d.min_pixels:
+                        continue
+                    part_blob = replace(measure(part, offset, grid.res_m), label=blob.label)
+                    if part_blob.area_m2 < d.min_area_m2 or not may_hold_class(
+                            part_blob.length_m, part_blob.width_m, config.classes):
+                        continue
+                    pieces += [c for c in [candidate(part_blob, part)] if c is not None]
+                aircraft = sum(det.category == "aircraft" for det, _, _ in pieces)
+                log.debug("blob at %s: %d parts, %d aircraft candidates among them",
+                          blob.centroid_px, int(parts.max()), aircraft)
+                if aircraft >= 2 or (not found and pieces):
+                    found = pieces
+        for det, strong, x in found:
+            if x is not None:
+                if record is not None:
+                    record.append({"centroid_px": det.blob.centroid_px, "change": det.change,
+                                   "classical": strong, "features": x.tolist()})
+                elif model.probability(x) < threshold:
+                    continue  # the verifier finds it unlike an aircraft that came or went
+            dets.append(det)
     return dets

@@ -1,0 +1,136 @@
+"""Blobs that join several aircraft at narrow necks are cut into them (pipeline.blobs.split_at_necks)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from affine import Affine
+
+from conftest import write_tif
+from pipeline.blobs import split_at_necks
+from pipeline.config import Config
+from pipeline.run import run_pair
+
+RES_M = 0.5
+SIZE_PX = 512
+# a regional airliner seen from above: 28 m long, 26 m span (light-aircraft only: too wide for a
+# helicopter or a combat jet, too short for a medium transport)
+LENGTH_M, SPAN_M = 28.0, 26.0
+
+
+def _aircraft(canvas: np.ndarray, centre_px: tuple[float, float], value: int) -> None:
+    """Draw a plane pointing north: fuselage 4 m wide, wings tapering from a 6 m chord at the
+    root to 2 m at the tips, tailplane."""
+    cx, cy = centre_px
+
+    def poly(points_m):
+        pts = np.array(points_m, float) / RES_M + (cx, cy)
+        cv2.fillPoly(canvas, [np.round(pts * 16).astype(np.int32)], value, cv2.LINE_8, shift=4)
+
+    half, tail = SPAN_M / 2, LENGTH_M / 2
+    poly([(-2, -tail), (2, -tail), (2, tail), (-2, tail)])                        # fuselage
+    poly([(-half, 0), (-2, -3.5), (2, -3.5), (half, 0), (half, 2), (2, 2.5), (-2, 2.5),
+          (-half, 2)])                                                            # wings
+    poly([(-5, tail - 3), (5, tail - 3), (5, tail - 0.5), (-5, tail - 0.5)])      # tailplane
+
+
+def _scene(folder, centres_px) -> tuple:
+    """BEFORE: bare concrete with sensor noise; AFTER: the same with white aircraft at
+    ``centres_px`` (col, row). 3-band uint8 GeoTIFFs at 0.5 m."""
+    rng = np.random.default_rng(7)
+    ground = np.full((SIZE_PX, SIZE_PX), 95, np.uint8)
+    after = ground.copy()
+    for c in centres_px:
+        _aircraft(after, c, 215)
+    transform = Affine(RES_M, 0, 500000.0, 0, -RES_M, 3920000.0)
+
+    def noisy(img):
+        bands = [np.clip(img + rng.normal(0, 2.0, img.shape), 0, 255).astype(np.uint8)
+                 for _ in range(3)]
+        return np.stack(bands)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    before = write_tif(folder / "before.tif", noisy(ground), transform=transform)
+    after = write_tif(folder / "after.tif", noisy(after), transform=transform)
+    return before, after
+
+
+def _config(*, split: bool = True, block_px: int = 1024) -> Config:
+    c = Config()
+    return c.model_copy(update={
+        "split": c.split.model_copy(update={"enabled": split}),
+        # the coregistration windows need texture this flat scene lacks; nothing is shifted
+        "coregistration": c.coregistration.model_copy(update={"enabled": False}),
+        "processing": c.processing.model_copy(update={"block_px": block_px})})
+
+
+def _aircraft_found(result):
+    return sorted(((d.klass, d.change, round(d.blob.centroid_px[0])) for d in result.detections
+                   if d.category == "aircraft"), key=lambda t: t[2])
+
+
+# wingtip to wingtip: the wings' ends meet, the fuselages lie one span apart
+PAIR_PX = [(SIZE_PX / 2 - SPAN_M / 2 / RES_M, SIZE_PX / 2),
+           (SIZE_PX / 2 + SPAN_M / 2 / RES_M, SIZE_PX / 2)]
+
+
+@pytest.fixture(scope="module")
+def parked_pair(tmp_path_factory):
+    return _scene(tmp_path_factory.mktemp("pair"), PAIR_PX)
+
+
+def test_two_aircraft_wingtip_to_wingtip_give_two_detections(parked_pair, tmp_path):
+    result = run_pair(*parked_pair, tmp_path / "out", _config())
+    found = _aircraft_found(result)
+    assert [(k, ch) for k, ch, _ in found] == [("light-aircraft", "appeared")] * 2, found
+    for (_, _, col), (true_col, _) in zip(found, PAIR_PX):
+        assert abs(col - true_col) <= 4 / RES_M  # each centred on its own fuselage
+    for d in result.detections:  # each sized as one aircraft, not as the pair
+        assert d.blob.length_m <= LENGTH_M + 4 and d.blob.width_m <= SPAN_M + 4, d.blob
+
+
+def test_without_split_the_pair_is_one_larger_detection(parked_pair, tmp_path):
+    found = _aircraft_found(run_pair(*parked_pair, tmp_path / "out", _config(split=False)))
+    assert len(found) == 1 and found[0][0] == "medium-transport", found
+
+
+def test_split_is_the_same_in_small_blocks(parked_pair, tmp_path):
+    whole = run_pair(*parked_pair, tmp_path / "whole", _config(block_px=1024))
+    blocks = run_pair(*parked_pair, tmp_path / "blocks", _config(block_px=128))
+    assert [(d.klass, d.blob.bbox_px, round(d.blob.length_m, 2), round(d.blob.width_m, 2))
+            for d in blocks.detections] == [
+        (d.klass, d.blob.bbox_px, round(d.blob.length_m, 2), round(d.blob.width_m, 2))
+        for d in whole.detections]
+
+
+def test_single_aircraft_is_not_split(tmp_path):
+    before, after = _scene(tmp_path / "one", [(SIZE_PX / 2, SIZE_PX / 2)])
+    found = _aircraft_found(run_pair(before, after, tmp_path / "out", _config()))
+    assert [(k, ch) for k, ch, _ in found] == [("light-aircraft", "appeared")], found
+
+
+def _disc(shape, centre, radius):
+    img = np.zeros(shape, np.uint8)
+    cv2.circle(img, centre, radius, 1, -1)
+    return img.astype(bool)
+
+
+def test_two_bodies_joined_by_a_thin_bridge_are_two_parts():
+    blob = _disc((80, 160), (40, 40), 20) | _disc((80, 160), (120, 40), 20)
+    blob[38:42, 40:120] = True  # a 2 m bridge of change between two 20 m bodies
+    parts = split_at_necks(blob, RES_M, core_width_m=5.0, min_separation_m=5.0)
+    assert parts.max() == 2
+    assert (parts > 0).sum() == blob.sum()  # every pixel goes to a part
+    assert len({parts[40, 40], parts[40, 120]}) == 2
+
+
+def test_one_body_with_thin_wings_stays_whole():
+    plane = np.zeros((120, 120), np.uint8)
+    _aircraft(plane, (60, 60), 1)
+    parts = split_at_necks(plane.astype(bool), RES_M, core_width_m=5.0, min_separation_m=5.0)
+    assert parts.max() == 1 and (parts == 1).sum() == plane.astype(bool).sum()
+
+
+def test_split_refuses_a_3d_array():
+    with pytest.raises(ValueError, match="2D"):
+        split_at_necks(np.ones((2, 4, 4), bool), RES_M, core_width_m=5.0, min_separation_m=5.0)
