@@ -1,0 +1,151 @@
+"""Where the real pairs' changed aircraft are lost: the furthest stage of pass 2 each one reached.
+
+For every changed aircraft of the truth (``benchmarks/accuracy.py``'s cases), the blobs of
+pass 2 whose bounding box covers the truth box's centre are found, and the furthest stage any
+of them reached is counted:
+
+    nothing         no blob of pass 2 covers it (no mask there, or only specks beside it)
+    small, size     too small to measure / fits no class and is not an oversized join
+    weak            mean change score too low against its ground (verifier.min_sigma)
+    static, shadow, vehicle-group, noclass-or-compact   dropped by that classical rule
+    launcher-weak, launcher   classified as a launcher (dropped when weak)
+    verifier        judged unlike an aircraft change by the learned verifier
+    detected-wrongchange, detected   reported, with the wrong or the right change
+
+    python benchmarks/misses.py                       # every real pair (about 6 min)
+    python benchmarks/misses.py G6_0641acc3_b6e9f8fc  # some of them
+
+It instruments a copy of ``pipeline.run._detect_block`` (and fails loudly when that function
+no longer has the lines it hooks): a diagnosis tool, not a score. The match is by the truth
+box's centre, looser than accuracy.py's scoring, so its "detected" differs from that tp.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import inspect
+import json
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.warp import transform as warp_transform
+
+from pipeline import run
+from pipeline.classify import (LARGE_BLOB_M, attached_to_static_structure, change_direction,
+                               shadow_share, vehicle_group)
+from pipeline.config import Config, load_config
+
+CASES = Path(__file__).resolve().parent / ".cache" / "accuracy"
+CONTROLS = ("G5_b3c7c22d_fc8f9dc5", "G8_e9021b38_ef92f434")
+STAGES = ["nothing", "small", "size", "weak", "static", "shadow", "vehicle-group",
+          "noclass-or-compact", "launcher-weak", "launcher", "verifier", "detected-wrongchange",
+          "detected"]
+LOG: list[tuple[tuple[int, int, int, int], str]] = []
+
+HOOKS = [  # (line of _detect_block, the same line with its stage logged)
+    ("        if too_small or not (fits or oversize):\n            continue",
+     "        if too_small or not (fits or oversize):\n"
+     "            LOG.append((blob.bbox_px, 'small' if too_small else 'size'))\n            continue"),
+    ("                return None  # weak over its body",
+     "                LOG.append((region_blob.bbox_px, 'weak'))\n"
+     "                return None  # weak over its body"),
+    ("            if det is None or (det.category != \"aircraft\" and not strong):\n"
+     "                return None",
+     "            if det is None or (det.category != \"aircraft\" and not strong):\n"
+     "                LOG.append((region_blob.bbox_px, _rule(region_blob, b, a, region, ring, score,"
+     " grid.res_m) if det is None else 'launcher-weak'))\n"
+     "                return None\n"
+     "            if det.category != 'aircraft':\n"
+     "                LOG.append((region_blob.bbox_px, 'launcher'))"),
+    ("                elif model.probability(x) < threshold:\n                    continue",
+     "                elif model.probability(x) < threshold:\n"
+     "                    LOG.append((det.blob.bbox_px, 'verifier'))\n                    continue\n"
+     "            if det.category == 'aircraft':\n"
+     "                LOG.append((det.blob.bbox_px, 'detected-' + det.change))"),
+]
+
+
+def _rule(blob, before, after, inside, ring, score, res_m) -> str:
+    """Which classical rule of :func:`pipeline.classify.classify_blob` dropped a blob."""
+    change, conf, _, _ = change_direction(before, after, inside, ring)
+    if not (conf >= 0.4 and blob.length_m >= LARGE_BLOB_M) and \
+            attached_to_static_structure(before, after, ring):
+        return "static"
+    if shadow_share(before, after, inside, score) >= 0.75:
+        return "shadow"
+    holding = after if change == "appeared" else before
+    if vehicle_group(inside, holding, ring, res_m):
+        return "vehicle-group"
+    return "noclass-or-compact"
+
+
+def instrument() -> None:
+    """Replace ``run._detect_block`` by a copy that logs each blob's stage in :data:`LOG`."""
+    src = textwrap.dedent(inspect.getsource(run._detect_block))
+    for old, new in HOOKS:
+        if old not in src:
+            sys.exit(f"pipeline.run._detect_block changed: cannot hook {old.strip()[:60]!r}")
+        src = src.replace(old, new)
+    namespace = run.__dict__
+    namespace.update(LOG=LOG, _rule=_rule)
+    exec(compile(src, "misses:_detect_block", "exec"), namespace)
+
+
+def stages_of(case: Path, config: Config) -> list[tuple[str, str]]:
+    """(change, furthest stage) of every changed truth aircraft of ``case``."""
+    LOG.clear()
+    with tempfile.TemporaryDirectory() as out:
+        run.run_pair(case / "before.tif", case / "after.tif", out, config)
+    with rasterio.open(case / "before.tif") as ds:
+        crs, inverse = ds.crs, ~ds.transform
+    found = []
+    for f in json.loads((case / "truth.geojson").read_text())["features"]:
+        p = f["properties"]
+        if p.get("category") != "aircraft" or p.get("change") not in ("appeared", "disappeared"):
+            continue
+        lon, lat = zip(*f["geometry"]["coordinates"][0])
+        xs, ys = warp_transform("EPSG:4326", crs, lon, lat)
+        px = np.array([inverse * (x, y) for x, y in zip(xs, ys)])
+        cx, cy = (px.min(axis=0) + px.max(axis=0)) / 2
+        best = "nothing"
+        for (c0, r0, c1, r1), stage in LOG:
+            if not (c0 <= cx <= c1 and r0 <= cy <= r1):
+                continue
+            if stage.startswith("detected-"):
+                stage = "detected" if stage == "detected-" + p["change"] else "detected-wrongchange"
+            best = max(best, stage, key=STAGES.index)
+        found.append((p["change"], best))
+    return found
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("cases", nargs="*", help="case folders' names (default: every real pair)")
+    ap.add_argument("--config", type=Path, help="pipeline YAML (default: defaults)")
+    args = ap.parse_args()
+    names = args.cases or sorted(p.name for p in CASES.glob("G*_*")
+                                 if p.is_dir() and p.name not in CONTROLS)
+    if not names:
+        sys.exit(f"{CASES}: no cases; run benchmarks/accuracy.py first")
+    config = load_config(args.config) if args.config else Config()
+    instrument()
+    per_group: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for name in names:
+        for _, stage in stages_of(CASES / name, config):
+            per_group[name[:2]][stage] += 1
+        print(f"{name}: done", file=sys.stderr, flush=True)
+    total = sum(per_group.values(), collections.Counter())
+    used = [s for s in STAGES if total[s]]
+    print(f"{'group':<6} " + " ".join(f"{s:>{max(len(s), 5)}}" for s in used) + f" {'all':>5}")
+    for group in sorted(per_group) + ["all"]:
+        c = total if group == "all" else per_group[group]
+        print(f"{group:<6} " + " ".join(f"{c[s]:>{max(len(s), 5)}}" for s in used)
+              + f" {sum(c.values()):>5}")
+
+
+if __name__ == "__main__":
+    main()
