@@ -562,7 +562,8 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, res_m: float, config
         pick = (slice(-int(w.row_off) % step, None, step), slice(-int(w.col_off) % step, None, step))
         for k, d in enumerate(sig_parts):
             diffs[k].append(d[v])
-            sampled[k].append(d[pick][v[pick]])
+            if config.difference.local_noise_m > 0:
+                sampled[k].append(d[pick][v[pick]])
     pooled = [np.concatenate(parts) if parts else np.zeros(0, np.float32) for parts in diffs]
     sigma = [max(robust_sigma(d) if d.size else 1.4826, 1e-6) for d in pooled]
     # a seed must also be a visible contrast, not only a significant one: on very clean images
