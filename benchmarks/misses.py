@@ -35,8 +35,7 @@ import rasterio
 from rasterio.warp import transform as warp_transform
 
 from pipeline import run
-from pipeline.classify import (LARGE_BLOB_M, attached_to_static_structure, change_direction,
-                               shadow_share, vehicle_group)
+from pipeline.classify import change_direction, dropped_by_rule
 from pipeline.config import Config, load_config
 
 CASES = Path(__file__).resolve().parent / ".cache" / "accuracy"
@@ -70,17 +69,10 @@ HOOKS = [  # (line of _detect_block, the same line with its stage logged)
 
 
 def _rule(blob, before, after, inside, ring, score, res_m) -> str:
-    """Which classical rule of :func:`pipeline.classify.classify_blob` dropped a blob."""
+    """Which step of :func:`pipeline.classify.classify_blob` dropped a blob."""
     change, conf, _, _ = change_direction(before, after, inside, ring)
-    if not (conf >= 0.4 and blob.length_m >= LARGE_BLOB_M) and \
-            attached_to_static_structure(before, after, ring):
-        return "static"
-    if shadow_share(before, after, inside, score) >= 0.75:
-        return "shadow"
-    holding = after if change == "appeared" else before
-    if vehicle_group(inside, holding, ring, res_m):
-        return "vehicle-group"
-    return "noclass-or-compact"
+    return (dropped_by_rule(blob, before, after, inside, ring, score, res_m, change, conf)
+            or "noclass-or-compact")
 
 
 def instrument() -> None:

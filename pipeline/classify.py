@@ -251,6 +251,25 @@ def shadow_share(before: np.ndarray, after: np.ndarray, inside: np.ndarray,
 COMPACT_FILL = math.pi / 4
 
 
+def dropped_by_rule(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.ndarray,
+                    ring: np.ndarray, score: np.ndarray | None, res_m: tuple[float, float],
+                    change: str, conf: float) -> str | None:
+    """The classical rule that finds a blob no object, or None: ``"static"`` (it hugs an
+    unchanged structure), ``"shadow"`` (a shadow came, went or moved with the sun) or
+    ``"vehicle-group"`` (cars that came and went in a car park). ``change`` and ``conf`` are
+    :func:`change_direction`'s."""
+    # a large blob that one image clearly holds is an object even beside markings or a jet
+    # bridge; the rule is for the moved shadows and leaning roofs that hug static things
+    clear_object = conf >= 0.4 and blob.length_m >= LARGE_BLOB_M
+    if not clear_object and attached_to_static_structure(before, after, ring):
+        return "static"
+    if shadow_share(before, after, inside, score) >= 0.75:
+        return "shadow"
+    if vehicle_group(inside, after if change == "appeared" else before, ring, res_m):
+        return "vehicle-group"
+    return None
+
+
 def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.ndarray,
                   ring: np.ndarray, classes: list[FootprintClass], *, score: np.ndarray | None = None,
                   res_m: tuple[float, float], chip_offset_px: tuple[int, int] = (0, 0)
@@ -279,17 +298,10 @@ def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.
         None when the object fits no class.
     """
     change, conf, eb, ea = change_direction(before, after, inside, ring)
-    # a large blob that one image clearly holds is an object even beside markings or a jet
-    # bridge; the rule is for the moved shadows and leaning roofs that hug static things
-    large = blob.length_m >= LARGE_BLOB_M
-    clear_object = conf >= 0.4 and large
-    if not clear_object and attached_to_static_structure(before, after, ring):
+    if dropped_by_rule(blob, before, after, inside, ring, score, res_m, change, conf):
         return None
+    large = blob.length_m >= LARGE_BLOB_M
     holding, other = (after, before) if change == "appeared" else (before, after)
-    if shadow_share(before, after, inside, score) >= 0.75:
-        return None  # shadows that came, went or moved with the sun, without an object
-    if vehicle_group(inside, holding, ring, res_m):
-        return None  # cars that came and went in a car park, not one object
     # the object without its shadow and blurred fringe; when that cut took thin parts too (an
     # airliner's wings) and fits no class, a large blob without its shadow only
     cls = None

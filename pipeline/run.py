@@ -553,22 +553,20 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, res_m: float, config
     rad = fit_linear(flat, flat_a, flat_v, quantiles=config.radiometry.quantiles,
                      method=config.radiometry.method)
     # noise of the smoothed difference, window by window (smoothing must not cross seams)
+    d = config.difference
     diffs = [[] for _ in range(flat.shape[0])]
     sampled = [[] for _ in range(flat.shape[0])]  # on the local noise unit's sample lattice
-    smoothing = config.difference.smoothing_px
-    step = noise_sample_step(local_radius_px(config.difference, res_m))
+    step = noise_sample_step(local_radius_px(d, res_m))
     for w, (b, a, v) in zip(windows, pairs):
-        sig_parts = smoothed_difference(b, normalise(a, rad), smoothing)
         pick = (slice(-int(w.row_off) % step, None, step), slice(-int(w.col_off) % step, None, step))
-        for k, d in enumerate(sig_parts):
-            diffs[k].append(d[v])
-            if config.difference.local_noise_m > 0:
-                sampled[k].append(d[pick][v[pick]])
+        for k, diff in enumerate(smoothed_difference(b, normalise(a, rad), d.smoothing_px)):
+            diffs[k].append(diff[v])
+            if d.local_noise_m > 0:
+                sampled[k].append(diff[pick][v[pick]])
     pooled = [np.concatenate(parts) if parts else np.zeros(0, np.float32) for parts in diffs]
-    sigma = [max(robust_sigma(d) if d.size else 1.4826, 1e-6) for d in pooled]
+    sigma = [max(robust_sigma(p) if p.size else 1.4826, 1e-6) for p in pooled]
     # a seed must also be a visible contrast, not only a significant one: on very clean images
     # the noise alone would let faint roof glints and haze through
-    d = config.difference
     floor = []
     for k in range(flat.shape[0]):
         v = flat[k][flat_v]
@@ -638,7 +636,7 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
     # a blob this much smaller than the block margin lies whole in every padded block that keeps
     # it, so a split sees the same pixels windowed and whole-array
     whole_px = blob_margin_px(config, res)
-    largest = (max(c.length_m[1] for c in config.classes), max(c.width_m[1] for c in config.classes))
+    largest = (config.max_footprint_m, max(c.width_m[1] for c in config.classes))
     sp = config.split
     narrowest = config.narrowest_aircraft_m
     core_width_m = sp.core_width_m or narrowest
