@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import synth
-from pipeline.cases import (Case, CaseScore, Truth, airbus_cases, build_truth, image_shape,
-                            load_annotations, placement_px, score_case, wrap_case, write_truth)
+from pipeline.cases import (Case, CaseScore, Truth, airbus_cases, build_truth, fill_mask,
+                            image_shape, load_annotations, placement_px, score_case, wrap_case,
+                            write_truth)
 from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError, RegistrationError
 from pipeline.evaluate import Score, load_features
@@ -136,7 +137,8 @@ def run_real(dataset: Path, cases: list[Case], work: Path, config: Config, *, ke
             continue
         truth = build_truth(annotations[case.before_id], annotations[case.after_id],
                             tuple(meta["offset_px"]), image_shape(case.before),
-                            image_shape(case.after))
+                            image_shape(case.after),
+                            fill=(fill_mask(case.before), fill_mask(case.after)))
         write_truth(folder / "truth.geojson", truth, before)
         row.truth = truth
         row.n_app, row.n_dis, row.n_ignore = (len(truth.appeared), len(truth.disappeared),

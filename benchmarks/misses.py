@@ -34,6 +34,7 @@ import numpy as np
 import rasterio
 from rasterio.warp import transform as warp_transform
 
+from accuracy import real_config  # the JPEGs' black fill is nodata, as accuracy.py runs them
 from pipeline import run
 from pipeline.classify import change_direction, dropped_by_rule
 from pipeline.config import Config, load_config
@@ -123,7 +124,7 @@ def main() -> None:
                                  if p.is_dir() and p.name not in CONTROLS)
     if not names:
         sys.exit(f"{CASES}: no cases; run benchmarks/accuracy.py first")
-    config = load_config(args.config) if args.config else Config()
+    config = real_config(load_config(args.config) if args.config else Config())
     instrument()
     per_group: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for name in names:

@@ -14,6 +14,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import rasterio
 from affine import Affine
@@ -279,7 +280,8 @@ def match_boxes(before: list[Box], after: list[Box], *, max_distance_frac: float
 
 def build_truth(before_boxes: list[Box], after_boxes: list[Box], offset: tuple[float, float],
                 before_shape: tuple[int, int], after_shape: tuple[int, int], *,
-                edge_px: float = 16.0, max_distance_frac: float = 0.5) -> Truth:
+                edge_px: float = 16.0, max_distance_frac: float = 0.5,
+                fill: tuple[np.ndarray | None, np.ndarray | None] = (None, None)) -> Truth:
     """Appeared, disappeared and ignore regions from two dates' aircraft boxes.
 
     Parameters
@@ -296,6 +298,10 @@ def build_truth(before_boxes: list[Box], after_boxes: list[Box], offset: tuple[f
         cannot be judged.
     max_distance_frac : float
         Matching limit, see :func:`match_boxes`.
+    fill : (array or None, array or None)
+        Each image's fill (:func:`fill_mask`, (rows, cols) bool in its own pixels): the black
+        that pads a scene's footprint out to its rectangle. A box within ``edge_px`` of either
+        image's fill cannot be judged either ("nodata"): the other date did not see it.
 
     Returns
     -------
@@ -318,6 +324,9 @@ def build_truth(before_boxes: list[Box], after_boxes: list[Box], offset: tuple[f
             return box.label
         if not box.inside(x0, y0, x1, y1):
             return "edge"
+        if any(mask is not None and _touches(mask, box.moved(sx, sy), edge_px)
+               for mask, (sx, sy) in zip(fill, ((0.0, 0.0), (dx, dy)))):
+            return "nodata"
         return None
 
     pairs = match_boxes(before_boxes, moved, max_distance_frac=max_distance_frac)
@@ -342,6 +351,31 @@ def build_truth(before_boxes: list[Box], after_boxes: list[Box], offset: tuple[f
             else:
                 ignore.append((box, reason))
     return Truth(appeared, disappeared, ignore, unchanged, (float(dx), float(dy)))
+
+
+def _touches(mask: np.ndarray, box: Box, margin_px: float) -> bool:
+    """Whether ``mask`` is set anywhere within ``margin_px`` of ``box`` (pixels of ``mask``)."""
+    rows, cols = mask.shape
+    y0, x0 = max(0, math.floor(box.y0 - margin_px)), max(0, math.floor(box.x0 - margin_px))
+    y1 = min(rows, math.ceil(box.y1 + margin_px))
+    x1 = min(cols, math.ceil(box.x1 + margin_px))
+    return y1 > y0 and x1 > x0 and bool(mask[y0:y1, x0:x1].any())
+
+
+def fill_mask(path: str | Path, *, speck_px: int = 5) -> np.ndarray:
+    """Where an image holds fill, not ground: pixels black in every band, (rows, cols) bool.
+
+    Scenes cut to a rectangle pad their footprint with black (the Airbus sample's JPEGs declare
+    no nodata). Black patches narrower than ``speck_px`` (a dark pixel in a shadow, JPEG
+    ringing) are not fill.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path) as ds:
+            black = np.ones((ds.height, ds.width), np.uint8)
+            for band in range(1, ds.count + 1):
+                black &= ds.read(band) == 0
+    return cv2.morphologyEx(black, cv2.MORPH_OPEN, np.ones((speck_px, speck_px), np.uint8)) > 0
 
 
 def truth_collection(truth: Truth, transform: Affine, crs, res_m: tuple[float, float]) -> dict:

@@ -7,7 +7,8 @@ from affine import Affine
 from click.testing import CliRunner
 
 from conftest import shared_dataset, write_tif
-from pipeline.cases import (Box, Case, airbus_cases, build_truth, frame_offset, image_shape,
+from pipeline.cases import (Box, Case, airbus_cases, build_truth, fill_mask, frame_offset,
+                            image_shape,
                             load_annotations, score_case, truth_collection, wrap_case,
                             write_truth)
 from pipeline.cli import eval_main
@@ -87,6 +88,28 @@ def test_aircraft_on_neighbouring_stands_are_not_the_same():
     truth = build_truth([Box(400, 400, 460, 460)], [Box(460 + 30, 400 - 20, 520 + 30, 460 - 20)],
                         OFFSET, SHAPE, SHAPE)
     assert len(truth.appeared) == 1 and len(truth.disappeared) == 1 and not truth.unchanged
+
+
+def test_boxes_on_or_near_either_images_black_fill_cannot_be_judged(tmp_path):
+    # AFTER's scene ends at its column 600 (black beyond), BEFORE's is whole but for a dark
+    # speck of 3 px, which is not fill; BEFORE's x is AFTER's x - 30
+    after_img = np.full((3, 1000, 1000), 90, np.uint8)
+    after_img[:, :, 600:] = 0
+    before_img = np.full((3, 1000, 1000), 90, np.uint8)
+    before_img[:, 300:303, 300:303] = 0
+    fill_b = fill_mask(write_tif(tmp_path / "b.tif", before_img, transform=TRANSFORM))
+    fill_a = fill_mask(write_tif(tmp_path / "a.tif", after_img, transform=TRANSFORM))
+    assert not fill_b.any() and fill_a[:, 600:].all() and not fill_a[:, :600].any()
+    gone = [Box(280, 280, 330, 330),   # on BEFORE's speck: judged, AFTER sees it empty
+            Box(500, 100, 540, 140),   # AFTER's x 530-570: 30 px short of its fill: judged
+            Box(550, 300, 590, 340),   # AFTER's x 580-620: half in the fill
+            Box(555, 500, 565, 520)]   # AFTER's x 585-595: 5 px short of the fill
+    truth = build_truth(gone, [], OFFSET, SHAPE, SHAPE, fill=(fill_b, fill_a))
+    assert truth.disappeared == gone[:2]
+    assert [(b, reason) for b, reason in truth.ignore] == [(gone[2], "nodata"),
+                                                          (gone[3], "nodata")]
+    # without the fill, the boxes in it count as disappeared
+    assert build_truth(gone, [], OFFSET, SHAPE, SHAPE).disappeared == gone
 
 
 def _truth_features():
