@@ -300,21 +300,22 @@ def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.
     change, conf, eb, ea = change_direction(before, after, inside, ring)
     if dropped_by_rule(blob, before, after, inside, ring, score, res_m, change, conf):
         return None
-    large = blob.length_m >= LARGE_BLOB_M
     holding, other = (after, before) if change == "appeared" else (before, after)
     # the object without its shadow and blurred fringe; when that cut took thin parts too (an
-    # airliner's wings) and fits no class, a large blob without its shadow only
+    # airliner's wings, a helicopter's rotor, a small dark airframe whose edge the blur eats)
+    # and fits no class, the blob without its shadow, as an aircraft only: a launcher's
+    # narrow width is measured without the fringe or not at all
+    aircraft = [c for c in classes if c.category == "aircraft"]
     cls = None
-    candidates = [object_pixels(inside, holding, other, score)]
-    if large:
-        candidates.append(inside & ~shadow_like(holding, other))
-    for obj in candidates:
+    candidates = [(object_pixels(inside, holding, other, score), classes),
+                  (inside & ~shadow_like(holding, other), aircraft)]
+    for obj, allowed in candidates:
         if not obj.any():
             continue
         measured = blob if obj is inside else replace(
             measure(obj, chip_offset_px, res_m), mean_score=blob.mean_score,
             max_score=blob.max_score, label=blob.label)
-        cls, fit = footprint_class(measured.length_m, measured.width_m, classes)
+        cls, fit = footprint_class(measured.length_m, measured.width_m, allowed)
         if cls is not None:
             blob = measured
             break
