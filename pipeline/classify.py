@@ -169,8 +169,10 @@ def object_pixels(inside: np.ndarray, holding: np.ndarray, other: np.ndarray,
     (a dark grey object on grey ground looks like a shadow).
     """
     obj = inside & ~shadow_like(holding, other)
-    if score is not None and inside.any():
-        obj &= score >= edge_fraction * float(np.percentile(score[inside], 90))
+    if score is not None and obj.any():
+        # the object's own contrast: its shadow can change far more (a grey airliner on grey
+        # concrete), and would put the edge inside the object
+        obj &= score >= edge_fraction * float(np.percentile(score[obj], 90))
     obj = cv2.morphologyEx(obj.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(obj, connectivity=8)
     if n <= 1:
