@@ -8,9 +8,8 @@ from click.testing import CliRunner
 
 from conftest import shared_dataset, write_tif
 from pipeline.cases import (Box, Case, airbus_cases, build_truth, fill_mask, frame_offset,
-                            image_shape,
-                            load_annotations, score_case, truth_collection, wrap_case,
-                            write_truth)
+                            image_shape, load_annotations, score_case, truth_collection,
+                            wrap_case, write_truth)
 from pipeline.cli import eval_main
 from pipeline.errors import InputError
 from pipeline.evaluate import evaluate, load_features
