@@ -47,9 +47,10 @@ STAGES = ["nothing", "small", "size", "weak", "static", "shadow", "vehicle-group
 LOG: list[tuple[tuple[int, int, int, int], str]] = []
 
 HOOKS = [  # (line of _detect_block, the same line with its stage logged)
-    ("        if too_small or not (fits or oversize):\n            continue",
-     "        if too_small or not (fits or oversize):\n"
-     "            LOG.append((blob.bbox_px, 'small' if too_small else 'size'))\n            continue"),
+    ("        if too_small(blob) or not (fits or oversize):\n            continue",
+     "        if too_small(blob) or not (fits or oversize):\n"
+     "            LOG.append((blob.bbox_px, 'small' if too_small(blob) else 'size'))\n"
+     "            continue"),
     ("                return None  # weak over its body",
      "                LOG.append((region_blob.bbox_px, 'weak'))\n"
      "                return None  # weak over its body"),

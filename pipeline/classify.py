@@ -263,13 +263,13 @@ def dropped_by_rule(blob: Blob, before: np.ndarray, after: np.ndarray, inside: n
     # a large blob that one image clearly holds is an object even beside markings or a jet
     # bridge; the rule is for the moved shadows and leaning roofs that hug static things
     clear_object = conf >= 0.4 and blob.length_m >= LARGE_BLOB_M
-    static = attached_to_static_structure(before, after, ring)
-    if static and not clear_object:
+    if not clear_object and attached_to_static_structure(before, after, ring):
         return "static"
     # a shadow needs something to cast it: beside no static structure, a large shadow that one
     # image clearly holds is that of an object that came or went (an airliner as grey as the
     # apron shows mostly by its shadow)
-    if shadow_share(before, after, inside, score) >= 0.75 and (static or not clear_object):
+    if shadow_share(before, after, inside, score) >= 0.75 and (
+            not clear_object or attached_to_static_structure(before, after, ring)):
         return "shadow"
     if vehicle_group(inside, after if change == "appeared" else before, ring, res_m):
         return "vehicle-group"

@@ -23,7 +23,7 @@ from rasterio.windows import Window
 from . import __version__
 from . import rasterio_io as rio
 from . import verifier
-from .blobs import find_blobs, measure, split_at_necks
+from .blobs import Blob, find_blobs, measure, split_at_necks
 from .classify import (Detection, classify_blob, link_moves,
                        may_hold_class, ring_around)
 from .config import Config
@@ -649,15 +649,17 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
     if v.enabled and record is None:
         model = verifier.load_verifier(v.model)
         threshold = v.threshold if v.threshold is not None else model.threshold
+    def too_small(region: Blob) -> bool:  # never measured as an object, a blob or a part
+        return region.area_px < d.min_pixels or region.area_m2 < d.min_area_m2
+
     dets = []
     for blob in blobs:
-        too_small = blob.area_px < d.min_pixels or blob.area_m2 < d.min_area_m2
         fits = may_hold_class(blob.length_m, blob.width_m, config.classes)
         c0, r0, c1, r1 = blob.bbox_px
         # larger than any class: several objects joined, tried only by the split
         oversize = (sp.enabled and not fits and c1 - c0 < whole_px and r1 - r0 < whole_px
                     and (blob.length_m > largest[0] or blob.width_m > largest[1]))
-        if too_small or not (fits or oversize):
+        if too_small(blob) or not (fits or oversize):
             continue
         chip = Window(c0 - pad, r0 - pad, c1 - c0 + 2 * pad, r1 - r0 + 2 * pad).intersection(full)
         # one pixel of the blob, to find it again among the chip's components
@@ -705,7 +707,7 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
                     if part.sum() < d.min_pixels:
                         continue
                     part_blob = replace(measure(part, offset, grid.res_m), label=blob.label)
-                    if part_blob.area_m2 < d.min_area_m2 or not may_hold_class(
+                    if too_small(part_blob) or not may_hold_class(
                             part_blob.length_m, part_blob.width_m, config.classes):
                         continue
                     pieces += [c for c in [candidate(part_blob, part)] if c is not None]
