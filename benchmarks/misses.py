@@ -7,7 +7,9 @@ of them reached is counted:
     nothing         no blob of pass 2 covers it (no mask there, or only specks beside it)
     small, size     too small to measure / fits no class and is not an oversized join
     weak            mean change score too low against its ground (verifier.min_sigma)
-    static, shadow, vehicle-group, noclass-or-compact   dropped by that classical rule
+    static, shadow, vehicle-group, noclass-or-compact   dropped by that classical rule (with
+                    the verifier on, the rules drop only launchers: an aircraft that breaks one
+                    is judged by the verifier, and noclass-or-compact means it fits no class)
     launcher-weak, launcher   classified as a launcher (dropped when weak)
     verifier        judged unlike an aircraft change by the learned verifier
     detected-wrongchange, detected   reported, with the wrong or the right change
@@ -54,11 +56,16 @@ HOOKS = [  # (line of _detect_block, the same line with its stage logged)
     ("                return None  # weak over its body",
      "                LOG.append((region_blob.bbox_px, 'weak'))\n"
      "                return None  # weak over its body"),
-    ("            if det is None or (det.category != \"aircraft\" and not strong):\n"
+    # judged by the verifier, no rule drops an aircraft: it is made, and the verifier decides
+    ("            if det is None:\n                return None",
+     "            if det is None:\n"
+     "                LOG.append((region_blob.bbox_px, 'noclass-or-compact' if judge else"
+     " _rule(region_blob, b, a, region, ring, score, grid.res_m)))\n"
+     "                return None"),
+    ("            if det.category != \"aircraft\" and (not strong or rule is not None):\n"
      "                return None",
-     "            if det is None or (det.category != \"aircraft\" and not strong):\n"
-     "                LOG.append((region_blob.bbox_px, _rule(region_blob, b, a, region, ring, score,"
-     " grid.res_m) if det is None else 'launcher-weak'))\n"
+     "            if det.category != \"aircraft\" and (not strong or rule is not None):\n"
+     "                LOG.append((region_blob.bbox_px, rule or 'launcher-weak'))\n"
      "                return None\n"
      "            if det.category != 'aircraft':\n"
      "                LOG.append((region_blob.bbox_px, 'launcher'))"),

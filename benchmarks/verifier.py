@@ -45,7 +45,7 @@ from accuracy import real_config  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "accuracy"
 CONTROLS = {"G5_b3c7c22d_fc8f9dc5", "G8_e9021b38_ef92f434"}
-SYN_TRAIN_SEEDS = range(4, 8)
+SYN_TRAIN_SEEDS = range(4, 12)
 SYN_EVAL_SEEDS = range(0, 4)
 GBT = {"max_depth": 3, "max_iter": 150, "learning_rate": 0.05, "min_samples_leaf": 20}
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)

@@ -276,10 +276,30 @@ def dropped_by_rule(blob: Blob, before: np.ndarray, after: np.ndarray, inside: n
     return None
 
 
+def is_compact(blob: Blob) -> bool:
+    """Whether a measured object fills its rectangle like a vehicle or a new patch of asphalt,
+    more than an aircraft's outline can (:data:`COMPACT_FILL`)."""
+    return blob.area_m2 > COMPACT_FILL * blob.length_m * blob.width_m
+
+
+def classical_rule(raw: Blob, det: Detection, before: np.ndarray, after: np.ndarray,
+                   inside: np.ndarray, ring: np.ndarray, score: np.ndarray | None,
+                   res_m: tuple[float, float]) -> str | None:
+    """The classical rule that would drop a detection of :func:`classify_blob` made with
+    ``rules=False``, or None: those of :func:`dropped_by_rule` for the blob as found (``raw``),
+    then ``"compact"`` for an aircraft that fills its rectangle (:func:`is_compact`)."""
+    conf = abs(det.evidence_after - det.evidence_before) / max(
+        det.evidence_after + det.evidence_before, 1e-9)
+    rule = dropped_by_rule(raw, before, after, inside, ring, score, res_m, det.change, conf)
+    if rule is None and det.category == "aircraft" and is_compact(det.blob):
+        rule = "compact"
+    return rule
+
+
 def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.ndarray,
                   ring: np.ndarray, classes: list[FootprintClass], *, score: np.ndarray | None = None,
-                  res_m: tuple[float, float], chip_offset_px: tuple[int, int] = (0, 0)
-                  ) -> Detection | None:
+                  res_m: tuple[float, float], chip_offset_px: tuple[int, int] = (0, 0),
+                  rules: bool = True) -> Detection | None:
     """Decide the change of one blob, measure the object without its shadow, and classify it.
 
     Parameters
@@ -297,14 +317,17 @@ def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.
         Pixel size, metres.
     chip_offset_px : (col, row)
         Where the chip's [0, 0] lies on the BEFORE grid.
+    rules : bool
+        Apply the classical rules that find a blob no object (:func:`classical_rule`); off,
+        the detection is made whatever they say, for the learned verifier to judge.
 
     Returns
     -------
     Detection or None
-        None when the object fits no class.
+        None when the object fits no class (or a rule drops it).
     """
     change, conf, eb, ea = change_direction(before, after, inside, ring)
-    if dropped_by_rule(blob, before, after, inside, ring, score, res_m, change, conf):
+    if rules and dropped_by_rule(blob, before, after, inside, ring, score, res_m, change, conf):
         return None
     holding, other = (after, before) if change == "appeared" else (before, after)
     # the object without its shadow and blurred fringe; when that cut took thin parts too (an
@@ -327,7 +350,7 @@ def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.
             break
     if cls is None:
         return None
-    if cls.category == "aircraft" and blob.area_m2 > COMPACT_FILL * blob.length_m * blob.width_m:
+    if rules and cls.category == "aircraft" and is_compact(blob):
         return None  # fills its rectangle like a vehicle or a new patch of asphalt, not a plane
     strength = 1.0 - math.exp(-blob.mean_score / 6.0)
     score = strength * (0.5 + 0.5 * fit) * (0.5 + 0.5 * conf)

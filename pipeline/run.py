@@ -24,7 +24,7 @@ from . import __version__
 from . import rasterio_io as rio
 from . import verifier
 from .blobs import Blob, find_blobs, measure, split_at_necks
-from .classify import (Detection, classify_blob, link_moves,
+from .classify import (Detection, classical_rule, classify_blob, link_moves,
                        may_hold_class, ring_around)
 from .config import Config
 from .coregister import Shift, estimate_field, estimate_shift
@@ -686,15 +686,21 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
             if not strong and not (judge and region_blob.mean_score * gain >= v.min_sigma):
                 return None  # weak over its body (speckle the closing joined, soil, haze)
             ring = ring_around(region, chip_mask != 0, ring_px) & vb & va
+            # judged by the verifier, an aircraft the classical rules would drop is measured
+            # all the same, the rule it breaks one of its features
             det = classify_blob(region_blob, b, a, region, ring, config.classes, score=score,
-                                res_m=grid.res_m, chip_offset_px=offset)
-            if det is None or (det.category != "aircraft" and not strong):
+                                res_m=grid.res_m, chip_offset_px=offset, rules=not judge)
+            if det is None:
+                return None
+            rule = (classical_rule(region_blob, det, b, a, region, ring, score, grid.res_m)
+                    if judge else None)
+            if det.category != "aircraft" and (not strong or rule is not None):
                 return None  # launchers: the classical path alone
             x = None
             if judge and det.category == "aircraft":
                 x = verifier.candidate_features(region_blob, det, b, a, region, ring, score, gain,
-                                                grid.res_m, d.blob_sigma)
-            return det, strong, x
+                                                grid.res_m, d.blob_sigma, rule=rule)
+            return det, strong and rule is None, x, rule
 
         found = [c for c in [candidate(blob, inside) if fits else None] if c is not None]
         if sp.enabled:
@@ -711,16 +717,20 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
                             part_blob.length_m, part_blob.width_m, config.classes):
                         continue
                     pieces += [c for c in [candidate(part_blob, part)] if c is not None]
-                aircraft = sum(det.category == "aircraft" for det, _, _ in pieces)
+                # decided on the candidates no classical rule drops (the classical path's);
+                # the others only fill a gap, for the verifier to judge
+                ok_found = [c for c in found if c[3] is None]
+                ok_pieces = [c for c in pieces if c[3] is None]
+                aircraft = sum(c[0].category == "aircraft" for c in ok_pieces)
                 log.debug("blob at %s: %d parts, %d aircraft candidates among them",
                           blob.centroid_px, int(parts.max()), aircraft)
-                if aircraft >= 2 or (not found and pieces):
+                if aircraft >= 2 or (not ok_found and (ok_pieces or not found)):
                     found = pieces
-        for det, strong, x in found:
+        for det, classical, x, _ in found:
             if x is not None:
                 if record is not None:
                     record.append({"centroid_px": det.blob.centroid_px, "change": det.change,
-                                   "classical": strong, "features": x.tolist()})
+                                   "classical": classical, "features": x.tolist()})
                 elif model.probability(x) < threshold:
                     continue  # the verifier finds it unlike an aircraft that came or went
             dets.append(det)

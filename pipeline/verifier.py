@@ -1,12 +1,13 @@
 """Optional learned verifier: how likely an aircraft-sized candidate is an aircraft that came or
 went, from measurements of the pair itself.
 
-It runs after the classical rules (:func:`pipeline.classify.classify_blob`) and only on
-``aircraft``-category detections; launchers are never touched. With ``verifier.enabled`` the
-blobs whose mean change score (times the local noise gain) reaches ``verifier.min_sigma`` instead
-of ``difference.blob_sigma`` are classified too, and the verifier keeps those whose probability
-reaches the model's threshold (chosen by the training command on held-out airports, not tuned
-by hand) or ``verifier.threshold`` when given.
+It judges ``aircraft``-category detections only; launchers are never touched. With
+``verifier.enabled`` the blobs whose mean change score (times the local noise gain) reaches
+``verifier.min_sigma`` instead of ``difference.blob_sigma`` are classified too, the aircraft
+among them are made even where a classical rule would drop them
+(:func:`pipeline.classify.classical_rule`: the rule is one of the features), and the verifier
+keeps those whose probability reaches the model's threshold (chosen by the training command on
+held-out airports, not tuned by hand) or ``verifier.threshold`` when given.
 
 The model is a small gradient-boosted tree ensemble (trained with scikit-learn's
 HistGradientBoostingClassifier) stored as JSON text beside this module (``verifier_model.json``):
@@ -41,7 +42,10 @@ FEATURES = (
     "shadow_share", "hold_contrast", "other_contrast", "hold_contrast_sigma",
     "other_contrast_sigma", "hold_texture_ratio", "other_texture_ratio", "hold_ring_texture",
     "ring_static_share", "strong_share", "large",
+    "rule_static", "rule_shadow", "rule_vehicle_group", "rule_compact",
 )
+# the classical rules (:func:`pipeline.classify.classical_rule`) a candidate breaks, as features
+RULES = ("static", "shadow", "vehicle-group", "compact")
 
 
 def _lum(image: np.ndarray) -> np.ndarray:
@@ -50,12 +54,14 @@ def _lum(image: np.ndarray) -> np.ndarray:
 
 def candidate_features(raw: Blob, det: Detection, before: np.ndarray, after: np.ndarray,
                        inside: np.ndarray, ring: np.ndarray, score: np.ndarray, gain: float,
-                       res_m: tuple[float, float], blob_sigma: float) -> np.ndarray:
+                       res_m: tuple[float, float], blob_sigma: float,
+                       rule: str | None = None) -> np.ndarray:
     """The verifier's features of one classified candidate, in :data:`FEATURES` order.
 
     ``raw`` is the blob as found (its score filled in), ``det`` its detection (the object
     measured without shadow and fringe); the chips, masks and score are those given to
-    :func:`pipeline.classify.classify_blob`; ``gain`` is the local noise gain.
+    :func:`pipeline.classify.classify_blob`; ``gain`` is the local noise gain; ``rule`` the
+    classical rule that would drop it (:data:`RULES`), if any.
     """
     holding, other = (after, before) if det.change == "appeared" else (before, after)
     obj = object_pixels(inside, holding, other, score)
@@ -102,6 +108,7 @@ def candidate_features(raw: Blob, det: Detection, before: np.ndarray, after: np.
         lg(max(min(det.evidence_before, det.evidence_after), 1e-3)),
         shadow, hc, oc, lg(max(hcs, 1e-3)), lg(max(ocs, 1e-3)), lg(max(ht, 1e-3)),
         lg(max(ot, 1e-3)), ring_tex, static, strong, float(raw.length_m >= 30.0),
+        *(float(rule == r) for r in RULES),
     ]
     return np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 

@@ -41,12 +41,25 @@ def classical(sample_pair, tmp_path_factory):
     return _run(sample_pair, tmp_path_factory.mktemp("off") / "out", enabled=False)
 
 
-def test_on_keeping_what_the_rules_keep_is_the_classical_result(sample_pair, tmp_path,
-                                                                  classical):
+def test_on_keeping_every_candidate_is_the_classical_result_and_the_marked_others(
+        tmp_path, monkeypatch):
     assert Config().verifier.enabled is True
-    # on, keeping every candidate the classical test keeps: the same detections as off
-    assert _run(sample_pair, tmp_path / "keep", enabled=True, threshold=0.0,
-                min_sigma=Config().difference.blob_sigma) == classical
+    # a scene where a classical rule drops an aircraft candidate (it touches static structure)
+    from pipeline import synth
+    synth.write_pair(synth.make_pair(seed=0, size_px=1024, scenario="random", difficulty="easy"),
+                     tmp_path)
+    pair = (tmp_path / "before.tif", tmp_path / "after.tif")
+    classical = _run(pair, tmp_path / "off", enabled=False)
+    # on, keeping every candidate (the training dump's mode): the classical detections, and the
+    # aircraft too weak for the classical test or that a classical rule drops, marked so
+    record: list = []
+    monkeypatch.setattr(verifier, "RECORD", record)
+    every = _run(pair, tmp_path / "keep", enabled=True)
+    others = [r for r in record if not r["classical"]]
+    assert any(r["features"][verifier.FEATURES.index("rule_static")] for r in others)
+    centres = {tuple(r["centroid_px"]) for r in others}
+    assert len(every) == len(classical) + len(centres)
+    assert [d for d in every if d[3] not in centres] == classical
 
 
 def test_on_judges_aircraft_only(sample_pair, tmp_path, classical):
@@ -59,3 +72,44 @@ def test_on_judges_aircraft_only(sample_pair, tmp_path, classical):
     result = run_pair(sample_pair[0], sample_pair[1], tmp_path / "default", Config())
     shipped = [(d.klass, d.category, d.change, d.blob.centroid_px) for d in result.detections]
     assert [d for d in shipped if d[1] == "aircraft"] == [d for d in classical if d[1] == "aircraft"]
+
+
+def _scene(structure: bool, shape: str):
+    """60 m chips of grey apron (0.5 m pixels) where an aircraft-sized object arrived: a filled
+    rectangle (compact, like a vehicle) or a cross (fuselage and wings); with ``structure`` a
+    bright terminal stands in both images 1 m from it, in the nook of its wing and tail."""
+    before = np.full((3, 120, 120), 100.0, np.float32)
+    inside = np.zeros((120, 120), bool)
+    if shape == "rectangle":
+        inside[40:80, 35:85] = True
+    else:
+        inside[56:64, 30:90] = True  # fuselage, 30 m
+        inside[35:85, 52:60] = True  # wings, 25 m
+    if structure:
+        before[:, 66:, 62:] = 220.0
+    after = before.copy()
+    after[:, inside] = 200.0
+    changed = inside.copy()
+    from pipeline.blobs import measure
+    from pipeline.classify import ring_around
+    score = np.where(inside, 20.0, 0.0).astype(np.float32)
+    blob = measure(inside, (0, 0), (0.5, 0.5), score=score)
+    ring = ring_around(inside, changed, 6)
+    return blob, before, after, inside, ring, score
+
+
+@pytest.mark.parametrize("structure, shape, rule", [
+    (True, "cross", "static"), (False, "rectangle", "compact"), (False, "cross", None)])
+def test_a_rule_the_classical_path_drops_by_is_a_feature_when_judged(structure, shape, rule):
+    from pipeline.classify import classical_rule, classify_blob
+    blob, before, after, inside, ring, score = _scene(structure, shape)
+    args = (blob, before, after, inside, ring, Config().classes)
+    judged = classify_blob(*args, score=score, res_m=(0.5, 0.5), rules=False)
+    assert judged is not None and judged.category == "aircraft" and judged.change == "appeared"
+    assert classical_rule(blob, judged, before, after, inside, ring, score, (0.5, 0.5)) == rule
+    classical = classify_blob(*args, score=score, res_m=(0.5, 0.5))
+    assert (classical is None) == (rule is not None)
+    x = verifier.candidate_features(blob, judged, before, after, inside, ring, score, 1.0,
+                                    (0.5, 0.5), 5.0, rule=rule)
+    flags = {r: x[verifier.FEATURES.index("rule_" + r.replace("-", "_"))] for r in verifier.RULES}
+    assert flags == {r: float(r == rule) for r in verifier.RULES}
