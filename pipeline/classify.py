@@ -95,11 +95,12 @@ def footprint_class(length_m: float, width_m: float, classes: list[FootprintClas
     fitting = [(cls, fit) for cls, fit in fitting if fit > 0]
     if not fitting:
         return None, 0.0
+    return min(fitting, key=lambda cf: (_extent(cf[0]), -cf[1]))
 
-    def extent(cls: FootprintClass) -> float:
-        return math.log(cls.length_m[1] / cls.length_m[0]) * math.log(cls.width_m[1] / cls.width_m[0])
 
-    return min(fitting, key=lambda cf: (extent(cf[0]), -cf[1]))
+def _extent(cls: FootprintClass) -> float:
+    """How broad a class is: the product of the log-widths of its length and width ranges."""
+    return math.log(cls.length_m[1] / cls.length_m[0]) * math.log(cls.width_m[1] / cls.width_m[0])
 
 
 # Blobs this long are airliner-sized: the rules for small changes near static things (moved
@@ -287,10 +288,14 @@ def classical_rule(raw: Blob, det: Detection, before: np.ndarray, after: np.ndar
                    res_m: tuple[float, float]) -> str | None:
     """The classical rule that would drop a detection of :func:`classify_blob` made with
     ``rules=False``, or None: those of :func:`dropped_by_rule` for the blob as found (``raw``),
-    then ``"compact"`` for an aircraft that fills its rectangle (:func:`is_compact`)."""
+    then ``"noclass"`` for an object whose measure fits no class (its class then only the one
+    of its length) and ``"compact"`` for an aircraft that fills its rectangle
+    (:func:`is_compact`)."""
     conf = abs(det.evidence_after - det.evidence_before) / max(
         det.evidence_after + det.evidence_before, 1e-9)
     rule = dropped_by_rule(raw, before, after, inside, ring, score, res_m, det.change, conf)
+    if rule is None and det.class_fit == 0:
+        rule = "noclass"
     if rule is None and det.category == "aircraft" and is_compact(det.blob):
         rule = "compact"
     return rule
@@ -319,7 +324,9 @@ def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.
         Where the chip's [0, 0] lies on the BEFORE grid.
     rules : bool
         Apply the classical rules that find a blob no object (:func:`classical_rule`); off,
-        the detection is made whatever they say, for the learned verifier to judge.
+        the detection is made whatever they say, for the learned verifier to judge, and an
+        object whose measure fits no class (a wing the mask lost, a jet bridge it kept) gets
+        the most specific aircraft class of its length, with a fit of 0.
 
     Returns
     -------
@@ -348,6 +355,13 @@ def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.
         if cls is not None:
             blob = measured
             break
+    if cls is None and not rules:
+        measured = blob if candidates[0][0] is inside else replace(
+            measure(candidates[0][0], chip_offset_px, res_m), mean_score=blob.mean_score,
+            max_score=blob.max_score, label=blob.label)
+        by_length = [c for c in aircraft if c.length_m[0] <= measured.length_m <= c.length_m[1]]
+        if by_length:
+            cls, fit, blob = min(by_length, key=_extent), 0.0, measured
     if cls is None:
         return None
     if rules and cls.category == "aircraft" and is_compact(blob):

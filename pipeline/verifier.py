@@ -42,10 +42,10 @@ FEATURES = (
     "shadow_share", "hold_contrast", "other_contrast", "hold_contrast_sigma",
     "other_contrast_sigma", "hold_texture_ratio", "other_texture_ratio", "hold_ring_texture",
     "ring_static_share", "strong_share", "large",
-    "rule_static", "rule_shadow", "rule_vehicle_group", "rule_compact",
+    "rule_static", "rule_shadow", "rule_vehicle_group", "rule_compact", "rule_noclass",
 )
 # the classical rules (:func:`pipeline.classify.classical_rule`) a candidate breaks, as features
-RULES = ("static", "shadow", "vehicle-group", "compact")
+RULES = ("static", "shadow", "vehicle-group", "compact", "noclass")
 
 
 def _lum(image: np.ndarray) -> np.ndarray:

@@ -75,13 +75,17 @@ def test_on_judges_aircraft_only(sample_pair, tmp_path, classical):
 
 
 def _scene(structure: bool, shape: str):
-    """60 m chips of grey apron (0.5 m pixels) where an aircraft-sized object arrived: a filled
-    rectangle (compact, like a vehicle) or a cross (fuselage and wings); with ``structure`` a
+    """100 m chips of grey apron (0.5 m pixels) where an aircraft-sized object arrived: a filled
+    rectangle (compact, like a vehicle), a cross (fuselage and wings) or a long cross (60 x 20 m:
+    a transport whose wings the mask half lost, too narrow for its length); with ``structure`` a
     bright terminal stands in both images 1 m from it, in the nook of its wing and tail."""
-    before = np.full((3, 120, 120), 100.0, np.float32)
-    inside = np.zeros((120, 120), bool)
+    before = np.full((3, 200, 200), 100.0, np.float32)
+    inside = np.zeros((200, 200), bool)
     if shape == "rectangle":
         inside[40:80, 35:85] = True
+    elif shape == "long":
+        inside[96:104, 40:160] = True
+        inside[80:120, 90:98] = True
     else:
         inside[56:64, 30:90] = True  # fuselage, 30 m
         inside[35:85, 52:60] = True  # wings, 25 m
@@ -99,7 +103,8 @@ def _scene(structure: bool, shape: str):
 
 
 @pytest.mark.parametrize("structure, shape, rule", [
-    (True, "cross", "static"), (False, "rectangle", "compact"), (False, "cross", None)])
+    (True, "cross", "static"), (False, "rectangle", "compact"), (False, "long", "noclass"),
+    (False, "cross", None)])
 def test_a_rule_the_classical_path_drops_by_is_a_feature_when_judged(structure, shape, rule):
     from pipeline.classify import classical_rule, classify_blob
     blob, before, after, inside, ring, score = _scene(structure, shape)
@@ -109,6 +114,8 @@ def test_a_rule_the_classical_path_drops_by_is_a_feature_when_judged(structure, 
     assert classical_rule(blob, judged, before, after, inside, ring, score, (0.5, 0.5)) == rule
     classical = classify_blob(*args, score=score, res_m=(0.5, 0.5))
     assert (classical is None) == (rule is not None)
+    if rule == "noclass":  # the class of its length, fitting it not at all
+        assert judged.klass == "large-transport" and judged.class_fit == 0
     x = verifier.candidate_features(blob, judged, before, after, inside, ring, score, 1.0,
                                     (0.5, 0.5), 5.0, rule=rule)
     flags = {r: x[verifier.FEATURES.index("rule_" + r.replace("-", "_"))] for r in verifier.RULES}
