@@ -9,7 +9,8 @@ of them reached is counted:
     weak            mean change score too low against its ground (verifier.min_sigma)
     static, shadow, vehicle-group, noclass-or-compact   dropped by that classical rule (with
                     the verifier on, the rules drop only launchers: an aircraft that breaks one
-                    is judged by the verifier, and noclass-or-compact means it fits no class)
+                    is judged by the verifier, and noclass-or-compact means no class holds
+                    even its length)
     launcher-weak, launcher   classified as a launcher (dropped when weak)
     verifier        judged unlike an aircraft change by the learned verifier
     detected-wrongchange, detected   reported, with the wrong or the right change

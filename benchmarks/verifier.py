@@ -10,7 +10,7 @@ every aircraft candidate whose mean change score reaches ``verifier.min_sigma`` 
 and whether the classical path (``difference.blob_sigma``) keeps it, and writes one JSON file per
 pair under ``--work/cases``. A candidate's label: it matches a truth aircraft of the same change
 (as :func:`pipeline.cases.score_case` matches, all candidates at once); unmatched candidates on
-an ignore region are left out of training. Synthetic seeds 4-7 (``pipeline.synth``) train, so
+an ignore region are left out of training. Synthetic seeds 4-11 (``pipeline.synth``) train, so
 that synthetic aircraft are not rejected; seeds 0-3, the suite of accuracy.py, are only scored.
 
 ``loao``: for each airport (G1..G8), a model trained on the other airports (and the synthetic
