@@ -150,8 +150,8 @@ class MovesConfig(_Strict):
 
 
 class VerifierConfig(_Strict):
-    """The learned verifier of aircraft candidates (:mod:`pipeline.verifier`); off: the classical
-    rules alone."""
+    """The learned verifier of aircraft candidates (:mod:`pipeline.verifier`), which also judges
+    the aircraft a classical rule would drop or no class fits; off: the classical rules alone."""
 
     enabled: bool = True
     min_sigma: float = Field(3.0, gt=0, description="with the verifier on, blobs whose mean "
