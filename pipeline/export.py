@@ -28,6 +28,7 @@ def detection_properties(det: Detection) -> dict:
         "area_m2": round(b.area_m2, 2),
         "heading_deg": round(b.heading_deg, 1),
         "score": round(det.score, 3),
+        "class_fit": round(det.class_fit, 3),
         "centroid_px": [round(b.centroid_px[0], 2), round(b.centroid_px[1], 2)],
         "change_score": round(b.mean_score, 2),
         "moved_with": det.moved_with or None,

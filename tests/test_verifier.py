@@ -114,8 +114,10 @@ def test_a_rule_the_classical_path_drops_by_is_a_feature_when_judged(structure, 
     assert classical_rule(blob, judged, before, after, inside, ring, score, (0.5, 0.5)) == rule
     classical = classify_blob(*args, score=score, res_m=(0.5, 0.5))
     assert (classical is None) == (rule is not None)
-    if rule == "noclass":  # the class of its length, fitting it not at all
+    if rule == "noclass":  # the class of its length, fitting it not at all, and said so
         assert judged.klass == "large-transport" and judged.class_fit == 0
+        from pipeline.export import detection_properties
+        assert detection_properties(judged)["class_fit"] == 0
     x = verifier.candidate_features(blob, judged, before, after, inside, ring, score, 1.0,
                                     (0.5, 0.5), 5.0, rule=rule)
     flags = {r: x[verifier.FEATURES.index("rule_" + r.replace("-", "_"))] for r in verifier.RULES}
