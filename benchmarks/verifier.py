@@ -47,7 +47,13 @@ CACHE = Path(__file__).resolve().parent / ".cache" / "accuracy"
 CONTROLS = {"G5_b3c7c22d_fc8f9dc5", "G8_e9021b38_ef92f434"}
 SYN_TRAIN_SEEDS = range(4, 12)
 SYN_EVAL_SEEDS = range(0, 4)
-GBT = {"max_depth": 3, "max_iter": 150, "learning_rate": 0.05, "min_samples_leaf": 20}
+# the tree settings tried; each model's own is chosen with its threshold, on its training
+# airports alone (choose_settings)
+GBT_GRID = (
+    {"max_depth": 3, "max_iter": 150, "learning_rate": 0.05, "min_samples_leaf": 20},
+    {"max_depth": 3, "max_iter": 300, "learning_rate": 0.05, "min_samples_leaf": 20},
+    {"max_depth": 4, "max_iter": 150, "learning_rate": 0.05, "min_samples_leaf": 20},
+)
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)
 
 
@@ -132,12 +138,12 @@ def _xy(cases: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(x, float), np.asarray(y, float)
 
 
-def fit(x: np.ndarray, y: np.ndarray) -> dict:
-    """Gradient-boosted trees (scikit-learn's HistGradientBoostingClassifier, fixed settings),
+def fit(x: np.ndarray, y: np.ndarray, settings: dict) -> dict:
+    """Gradient-boosted trees (scikit-learn's HistGradientBoostingClassifier with ``settings``),
     exported as the JSON model :class:`pipeline.verifier.Verifier` reads."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    gbt = HistGradientBoostingClassifier(**GBT, early_stopping=False, random_state=0)
+    gbt = HistGradientBoostingClassifier(**settings, early_stopping=False, random_state=0)
     gbt.fit(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), y)
     trees = []
     for (tree,) in gbt._predictors:
@@ -149,7 +155,7 @@ def fit(x: np.ndarray, y: np.ndarray) -> dict:
                       "value": [float(v) for v in n["value"]]})
     return {"kind": "trees", "features": list(verifier.FEATURES),
             "baseline": float(np.ravel(gbt._baseline_prediction)[0]), "trees": trees,
-            "threshold": 0.5, "settings": GBT}
+            "threshold": 0.5, "settings": settings}
 
 
 def _probabilities(model: dict, cases: list[dict]) -> None:
@@ -164,9 +170,19 @@ def _truth_count(case: dict) -> int:
                for f in case["truth"])
 
 
-def choose_threshold(cases: list[dict]) -> float:
+def choose_settings(cases: list[dict]) -> tuple[dict, float]:
+    """The tree settings (of :data:`GBT_GRID`) and threshold of best F1 over ``cases``'
+    airports, each judged by a model trained without it (inner leave-one-airport-out)."""
+    best = max(((choose_threshold(cases, settings), settings) for settings in GBT_GRID),
+               key=lambda r: r[0][1])
+    (threshold, _), settings = best
+    return settings, threshold
+
+
+def choose_threshold(cases: list[dict], settings: dict) -> tuple[float, float]:
     """The threshold of best F1 over ``cases``' airports, each judged by a model trained
-    without it (inner leave-one-airport-out; the synthetic training pairs always train)."""
+    without it (inner leave-one-airport-out; the synthetic training pairs always train), and
+    that F1."""
     real = [c for c in cases if c["kind"] in ("real", "control")]
     syn = [c for c in cases if c["kind"] == "syn-train"]
     tp = np.zeros(len(THRESHOLDS))
@@ -174,7 +190,7 @@ def choose_threshold(cases: list[dict]) -> float:
     truth = 0
     for g in sorted({c["group"] for c in real}):
         held = [c for c in real if c["group"] == g]
-        model = fit(*_xy([c for c in real if c["group"] != g] + syn))
+        model = fit(*_xy([c for c in real if c["group"] != g] + syn), settings)
         _probabilities(model, held)
         for c in held:
             truth += _truth_count(c)
@@ -186,7 +202,7 @@ def choose_threshold(cases: list[dict]) -> float:
                 tp += kept * (lab == 1)
                 fp += kept * (lab == 0)
     f1 = 2 * tp / np.maximum(2 * tp + fp + (truth - tp), 1)
-    return float(THRESHOLDS[int(np.argmax(f1))])
+    return float(THRESHOLDS[int(np.argmax(f1))]), float(f1.max())
 
 
 def score_kept(case: dict, keep) -> tuple[int, int, int]:
@@ -208,12 +224,13 @@ def cmd_loao(args) -> None:
     syn = [c for c in cases if c["kind"] == "syn-train"]
     base_all, ver_all = [0, 0, 0], [0, 0, 0]
     controls = []
-    print("leave-one-airport-out (threshold chosen on the training airports only)")
+    print("leave-one-airport-out (tree settings and threshold chosen on the training airports "
+          "only)")
     for g in sorted({c["group"] for c in real}):
         train = [c for c in real if c["group"] != g]
         held = [c for c in real if c["group"] == g]
-        thr = choose_threshold(train + syn)
-        model = fit(*_xy(train + syn))
+        settings, thr = choose_settings(train + syn)
+        model = fit(*_xy(train + syn), settings)
         _probabilities(model, held)
         base, ver = [0, 0, 0], [0, 0, 0]
         for c in held:
@@ -227,7 +244,8 @@ def cmd_loao(args) -> None:
             ver = [x + y for x, y in zip(ver, v)]
         base_all = [x + y for x, y in zip(base_all, base)]
         ver_all = [x + y for x, y in zip(ver_all, ver)]
-        print(f"{g} (threshold {thr:.2f})")
+        print(f"{g} (threshold {thr:.2f}, trees {settings['max_iter']} of depth "
+              f"{settings['max_depth']})")
         print("  " + _line("classical", base))
         print("  " + _line("verifier", ver))
     print("all airports")
@@ -239,11 +257,13 @@ def cmd_loao(args) -> None:
 def cmd_train(args) -> None:
     cases = load_cases(args.work)
     train = [c for c in cases if c["kind"] in ("real", "control", "syn-train")]
-    model = fit(*_xy(train))
-    model["threshold"] = choose_threshold(train)
+    settings, threshold = choose_settings(train)
+    model = fit(*_xy(train), settings)
+    model["threshold"] = threshold
     model["trained_on"] = sorted(c["name"] for c in train)
     args.out.write_text(json.dumps(model, indent=1) + "\n")
-    print(f"wrote {args.out}: threshold {model['threshold']:.2f}, "
+    print(f"wrote {args.out}: threshold {model['threshold']:.2f}, trees {settings['max_iter']} "
+          f"of depth {settings['max_depth']}, "
           f"{len(_xy(train)[1])} candidates from {len(train)} pairs")
     # the synthetic suite and all pairs with this model (in-sample on the real pairs)
     _probabilities(model, cases)
