@@ -30,7 +30,7 @@ from rasterio.windows import Window
 sys.path.insert(0, str(Path(__file__).parent))
 from common import large_pair, plain_read_s  # noqa: E402
 
-from pipeline.rasterio_io import _cubic_weights  # noqa: E402
+from pipeline.rasterio_io import cubic_weights  # noqa: E402
 
 STEPS = ("read", "shift", "smooth")
 
@@ -39,7 +39,7 @@ def run(before: Path, after: Path, size: int, threads: int, step: str, block: in
         ) -> float:
     """Wall seconds of ``step`` (and the steps before it) over every block of the pair."""
     blocks = [(r, c) for r in range(0, size, block) for c in range(0, size, block)]
-    kx = ky = _cubic_weights(0.3)
+    kx = ky = cubic_weights(0.3)
     full = Window(0, 0, size, size)
 
     def work(items) -> None:

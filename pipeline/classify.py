@@ -34,6 +34,16 @@ class Detection:
     def with_id(self, new_id: str) -> "Detection":
         return replace(self, id=new_id)
 
+    @property
+    def direction_conf(self) -> float:
+        """:func:`change_direction`'s confidence, from the two evidences."""
+        return direction_conf(self.evidence_before, self.evidence_after)
+
+
+def direction_conf(evidence_before: float, evidence_after: float) -> float:
+    """How clearly one image holds the object: |ea - eb| / (ea + eb), in [0, 1]."""
+    return abs(evidence_after - evidence_before) / max(evidence_after + evidence_before, 1e-9)
+
 
 def link_moves(detections: list[Detection], res_m: tuple[float, float], *,
                max_distance_m: float, size_tolerance: float) -> list[Detection]:
@@ -146,7 +156,7 @@ def change_direction(before: np.ndarray, after: np.ndarray, inside: np.ndarray,
     eb = object_evidence(before, inside, ring)
     ea = object_evidence(after, inside, ring)
     change = "appeared" if ea > eb else "disappeared"
-    conf = abs(ea - eb) / max(ea + eb, 1e-9)
+    conf = direction_conf(eb, ea)
     return change, conf, eb, ea
 
 
@@ -291,9 +301,8 @@ def classical_rule(raw: Blob, det: Detection, before: np.ndarray, after: np.ndar
     then ``"noclass"`` for an object whose measure fits no class (its class then only the one
     of its length) and ``"compact"`` for an aircraft that fills its rectangle
     (:func:`is_compact`)."""
-    conf = abs(det.evidence_after - det.evidence_before) / max(
-        det.evidence_after + det.evidence_before, 1e-9)
-    rule = dropped_by_rule(raw, before, after, inside, ring, score, res_m, det.change, conf)
+    rule = dropped_by_rule(raw, before, after, inside, ring, score, res_m, det.change,
+                           det.direction_conf)
     if rule is None and det.class_fit == 0:
         rule = "noclass"
     if rule is None and det.category == "aircraft" and is_compact(det.blob):
@@ -343,25 +352,25 @@ def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.
     # narrow width is measured without the fringe or not at all
     aircraft = [c for c in classes if c.category == "aircraft"]
     cls = None
-    candidates = [(object_pixels(inside, holding, other, score), classes),
-                  (inside & ~shadow_like(holding, other), aircraft)]
-    for obj, allowed in candidates:
+    cuts = [(object_pixels(inside, holding, other, score), classes),
+            (inside & ~shadow_like(holding, other), aircraft)]
+    core = None  # the object's sharp core, measured
+    for obj, allowed in cuts:
         if not obj.any():
             continue
         measured = blob if obj is inside else replace(
             measure(obj, chip_offset_px, res_m), mean_score=blob.mean_score,
             max_score=blob.max_score, label=blob.label)
+        if core is None:
+            core = measured
         cls, fit = footprint_class(measured.length_m, measured.width_m, allowed)
         if cls is not None:
             blob = measured
             break
-    if cls is None and not rules:
-        measured = blob if candidates[0][0] is inside else replace(
-            measure(candidates[0][0], chip_offset_px, res_m), mean_score=blob.mean_score,
-            max_score=blob.max_score, label=blob.label)
-        by_length = [c for c in aircraft if c.length_m[0] <= measured.length_m <= c.length_m[1]]
+    if cls is None and not rules and core is not None:
+        by_length = [c for c in aircraft if c.length_m[0] <= core.length_m <= c.length_m[1]]
         if by_length:
-            cls, fit, blob = min(by_length, key=_extent), 0.0, measured
+            cls, fit, blob = min(by_length, key=_extent), 0.0, core
     if cls is None:
         return None
     if rules and cls.category == "aircraft" and is_compact(blob):

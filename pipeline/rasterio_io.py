@@ -318,7 +318,7 @@ def _all_valid(ds, nodata: float | None) -> bool:
         all(dt.startswith(("uint", "int")) for dt in ds.dtypes)
 
 
-def _cubic_weights(t: float, a: float = -0.75) -> np.ndarray:
+def cubic_weights(t: float, a: float = -0.75) -> np.ndarray:
     """The four taps of OpenCV's cubic convolution kernel at fraction ``t`` (pixels -1..2)."""
     c0 = ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a
     c1 = ((a + 2) * t - (a + 3)) * t * t + 1
@@ -453,7 +453,7 @@ class AfterOnGrid:
         # sepFilter2D correlates around its anchor (tap 2 of 4): output pixel j of the source
         # lattice weighs source pixels j - 2 .. j + 1, so floor(x) + j sits at column j + 1
         c0, r0 = math.floor(x) + 1, math.floor(y) + 1
-        kx, ky = _cubic_weights(fx), _cubic_weights(fy)
+        kx, ky = cubic_weights(fx), cubic_weights(fy)
         out = np.empty((data.shape[0], h, w), np.float32)
         for k in range(data.shape[0]):
             out[k] = cv2.sepFilter2D(data[k], -1, kx, ky, borderType=cv2.BORDER_REPLICATE

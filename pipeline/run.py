@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import cv2
 import numpy as np
@@ -37,6 +37,16 @@ from .radiometry import Radiometry, comparable, fast_quantiles, fit_linear, norm
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+
+
+class _Candidate(NamedTuple):
+    """One region's detection in pass 2: whether the classical path keeps it, its verifier
+    features (None when not judged) and the classical rule that would drop it."""
+
+    det: Detection
+    classical: bool
+    features: np.ndarray | None
+    rule: str | None
 
 
 @dataclass
@@ -678,8 +688,8 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
         gain = local_noise_gain(b, a, vb & va & (chip_mask == 0), sigma, d.smoothing_px)
         offset = (int(chip.col_off), int(chip.row_off))
 
-        def candidate(region_blob, region):
-            """The region's classical detection, whether it is strong, and its features."""
+        def candidate(region_blob, region) -> _Candidate | None:
+            """The region's :class:`_Candidate`, None when it is no candidate."""
             s = score[region]
             region_blob = replace(region_blob, mean_score=float(s.mean()), max_score=float(s.max()))
             strong = region_blob.mean_score * gain >= d.blob_sigma
@@ -700,7 +710,7 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
             if judge and det.category == "aircraft":
                 x = verifier.candidate_features(region_blob, det, b, a, region, ring, score, gain,
                                                 grid.res_m, d.blob_sigma, rule=rule)
-            return det, strong and rule is None, x, rule
+            return _Candidate(det, strong and rule is None, x, rule)
 
         found = [c for c in [candidate(blob, inside) if fits else None] if c is not None]
         if sp.enabled:
@@ -719,9 +729,9 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
                     pieces += [c for c in [candidate(part_blob, part)] if c is not None]
                 # decided on the candidates no classical rule drops (the classical path's);
                 # the others only fill a gap, for the verifier to judge
-                ok_found = [c for c in found if c[3] is None]
-                ok_pieces = [c for c in pieces if c[3] is None]
-                aircraft = sum(c[0].category == "aircraft" for c in ok_pieces)
+                ok_found = [c for c in found if c.rule is None]
+                ok_pieces = [c for c in pieces if c.rule is None]
+                aircraft = sum(c.det.category == "aircraft" for c in ok_pieces)
                 log.debug("blob at %s: %d parts, %d aircraft candidates among them",
                           blob.centroid_px, int(parts.max()), aircraft)
                 if aircraft >= 2 or (not ok_found and (ok_pieces or not found)):

@@ -102,8 +102,7 @@ def candidate_features(raw: Blob, det: Detection, before: np.ndarray, after: np.
         float(obj.sum()) / max(float(inside.sum()), 1.0),
         lg(max(raw.mean_score, 1e-3)), lg(max(raw.max_score, 1e-3)), lg(gain),
         lg(max(raw.mean_score * gain, 1e-3)),
-        det.class_fit, abs(det.evidence_after - det.evidence_before) /
-        max(det.evidence_after + det.evidence_before, 1e-9),
+        det.class_fit, det.direction_conf,
         lg(max(max(det.evidence_before, det.evidence_after), 1e-3)),
         lg(max(min(det.evidence_before, det.evidence_after), 1e-3)),
         shadow, hc, oc, lg(max(hcs, 1e-3)), lg(max(ocs, 1e-3)), lg(max(ht, 1e-3)),
