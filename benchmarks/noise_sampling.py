@@ -47,13 +47,13 @@ def gain_maps(case: Path, steps: list[int], config: Config) -> dict[int, np.ndar
             a, va = rio.read_window(a_vrt, whole, bands=a_bands)
             for step in steps:
                 difference.NOISE_SAMPLE_STEP = step
-                rad, _, noise = run._fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands,
+                rad, _, noise, _ = run._fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands,
                                                     grid.mean_res_m, config)
                 bc, ac = comparable(b, a)
                 ac = normalise(ac, rad)
                 smooth = config.difference.smoothing_px
-                sb = [difference._smooth(x, smooth) for x in bc]
-                sa = [difference._smooth(x, smooth) for x in ac]
+                sb = [difference.smooth(x, smooth) for x in bc]
+                sa = [difference.smooth(x, smooth) for x in ac]
                 maps[step] = difference.local_gain_map(sb, sa, vb & va, noise)
     return maps
 

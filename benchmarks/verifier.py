@@ -260,7 +260,8 @@ def cmd_loao(args) -> None:
               f"{settings['max_depth']})")
         print("  " + _line("classical", base))
         print("  " + _line("verifier", ver))
-        print("  " + _reach_line(reach))
+        if reach[1]:
+            print("  " + _reach_line(reach))
     print("all airports")
     print("  " + _line("classical", base_all))
     print("  " + _line("verifier", ver_all))

@@ -82,6 +82,10 @@ class DifferenceConfig(_Strict):
                                         "level over that neighbourhood (robust to changes)")
     local_noise_limits: tuple[float, float] = Field((0.5, 3.0), description="the local unit "
                                                     "stays within these multiples of the scene's")
+    structure_unit: float = Field(4.0, ge=0, description="the structure score's unit, in the "
+                                  "scene's noise of the gradient difference: an outline that one "
+                                  "image has and the other lacks seeds the mask like a change of "
+                                  "level (0: off)")
     nodata_margin_px: int = Field(8, ge=0, le=256, description="pixels this close to nodata never count "
                                   "(resampling and compression blur the edge of the data)")
 

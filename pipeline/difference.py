@@ -24,10 +24,44 @@ def _disk(radius_px: float) -> np.ndarray | None:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
-def _smooth(band: np.ndarray, sigma_px: float) -> np.ndarray:
+def smooth(band: np.ndarray, sigma_px: float) -> np.ndarray:
+    """``band`` smoothed by a Gaussian of ``sigma_px`` (itself when 0), as every score sees it."""
     if sigma_px <= 0:
         return band
     return cv2.GaussianBlur(band, (0, 0), sigma_px)
+
+
+def gradient_magnitude(bands: list[np.ndarray]) -> np.ndarray:
+    """Gradient magnitude (3 x 3 Sobel) of the mean of ``bands``, (M, N) float32."""
+    mean = bands[0].copy()
+    for band in bands[1:]:
+        mean += band
+    mean /= np.float32(len(bands))
+    gx = cv2.Sobel(mean, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(mean, cv2.CV_32F, 0, 1, ksize=3)
+    return cv2.magnitude(gx, gy)
+
+
+def structure_score(sb: list[np.ndarray], sa: list[np.ndarray], unit: float,
+                    tolerance_px: int = 1) -> np.ndarray:
+    """How far an outline of one image is missing from the other, in ``unit``, (M, N) float32.
+
+    The gradient magnitudes of both (smoothed) images are compared as the change score compares
+    levels: how far one exceeds the other's maximum over the ``tolerance_px`` neighbourhood, the
+    larger way round. A change of level over a whole surface (season, haze, a sensor's
+    response) leaves it near zero; an object that came or went leaves its outline.
+    ``unit`` is ``difference.structure_unit`` times the scene's robust sigma of the gradient
+    difference (:func:`pipeline.run._fit_radiometry`).
+    """
+    gb, ga = gradient_magnitude(sb), gradient_magnitude(sa)
+    kernel = _disk(tolerance_px) if tolerance_px > 0 else None
+    if kernel is None:
+        d = cv2.absdiff(gb, ga)
+    else:
+        d = np.maximum(gb - cv2.dilate(ga, kernel), ga - cv2.dilate(gb, kernel))
+        np.maximum(d, 0, out=d)
+    d /= np.float32(unit)
+    return d
 
 
 def _interval_distance(x: np.ndarray, ref: np.ndarray, kernel: np.ndarray | None) -> np.ndarray:
@@ -49,7 +83,7 @@ def robust_sigma(values: np.ndarray) -> float:
 def smoothed_difference(b: np.ndarray, a: np.ndarray, sigma_px: float) -> list[np.ndarray]:
     """AFTER minus BEFORE per band, both smoothed first (the difference the score's unit is
     the noise of)."""
-    return [_smooth(a[k], sigma_px) - _smooth(b[k], sigma_px) for k in range(b.shape[0])]
+    return [smooth(a[k], sigma_px) - smooth(b[k], sigma_px) for k in range(b.shape[0])]
 
 
 LOCAL_NOISE_M = 20.0  # ground around a blob whose noise it is judged against
@@ -275,8 +309,8 @@ def change_score(before: np.ndarray, after: np.ndarray, valid: np.ndarray, sigma
     if kernel is None and tolerance_px > 0:
         kernel = np.ones((3, 3), np.uint8)
     acc = np.zeros(before.shape[1:], np.float32)
-    sbs = [_smooth(before[b], smoothing_px) for b in range(before.shape[0])]
-    sas = [_smooth(after[b], smoothing_px) for b in range(before.shape[0])]
+    sbs = [smooth(before[b], smoothing_px) for b in range(before.shape[0])]
+    sas = [smooth(after[b], smoothing_px) for b in range(before.shape[0])]
     units = None if noise is None else local_units(sbs, sas, valid, noise, origin)
     for b in range(before.shape[0]):
         sb, sa = sbs[b], sas[b]
@@ -344,7 +378,8 @@ def shadow_change(before: np.ndarray, after: np.ndarray, *, min_correlation: flo
 
 
 def change_mask(score: np.ndarray, valid: np.ndarray, res_m: float, cfg: DifferenceConfig,
-                shadow: np.ndarray | None = None) -> np.ndarray:
+                shadow: np.ndarray | None = None, structure: np.ndarray | None = None
+                ) -> np.ndarray:
     """Cleaned change mask, (M, N) bool, from local operations only.
 
     Seeds (score above ``threshold_sigma``) grow into pixels above ``low_threshold_sigma`` within
@@ -365,9 +400,15 @@ def change_mask(score: np.ndarray, valid: np.ndarray, res_m: float, cfg: Differe
         Pixel size, metres (morphology is given in metres).
     shadow : (M, N) bool, optional
         Pixels whose change a shadow explains (:func:`shadow_change`).
+    structure : (M, N) float32, optional
+        The structure score (:func:`structure_score`); its pixels above the thresholds seed and
+        grow the mask as the score's do.
     """
     seeds = (score > cfg.threshold_sigma).astype(np.uint8)
     low = (score > cfg.low_threshold_sigma).astype(np.uint8)
+    if structure is not None:
+        seeds |= ((structure > cfg.threshold_sigma) & valid).view(np.uint8)
+        low |= ((structure > cfg.low_threshold_sigma) & valid).view(np.uint8)
     return _cleaned(seeds, low, valid, res_m, cfg,
                     None if shadow is None else lambda rows, cols: shadow[rows, cols])
 
@@ -392,7 +433,7 @@ def _cleaned(seeds: np.ndarray, low: np.ndarray, valid: np.ndarray, res_m: float
     open_k = _disk(cfg.opening_m / res_m)
     if open_k is not None:
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, open_k)
-    border = max(cfg.nodata_margin_px, int(math.ceil(2 * cfg.smoothing_px + cfg.tolerance_px)))
+    border = max(cfg.nodata_margin_px, _edge_reach_px(cfg))
     if valid.all():
         return mask.astype(bool)  # the erosion below would keep every pixel
     core_valid = valid.astype(np.uint8)
@@ -400,6 +441,13 @@ def _cleaned(seeds: np.ndarray, low: np.ndarray, valid: np.ndarray, res_m: float
         core_valid = cv2.erode(core_valid, np.ones((2 * border + 1, 2 * border + 1), np.uint8),
                                borderType=cv2.BORDER_REPLICATE)
     return (mask & core_valid).astype(bool)
+
+
+def _edge_reach_px(cfg: DifferenceConfig) -> int:
+    """How far from nodata the scores feel its edge (the smoothing, the gradient, the
+    envelope): the least ``nodata_margin_px`` that keeps that edge out of the mask."""
+    return (int(math.ceil(2 * cfg.smoothing_px + cfg.tolerance_px))
+            + (1 if cfg.structure_unit > 0 else 0))
 
 
 def _regions_of(mask: np.ndarray, cell_px: int = 16, max_regions: int = 64
@@ -420,12 +468,14 @@ def _regions_of(mask: np.ndarray, cell_px: int = 16, max_regions: int = 64
 
 def block_change_mask(before: np.ndarray, after: np.ndarray, valid: np.ndarray, sigma: np.ndarray,
                       res_m: float, cfg: DifferenceConfig, noise: LocalNoise | None = None,
-                      origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+                      origin: tuple[int, int] = (0, 0), structure_unit: float | None = None
+                      ) -> np.ndarray:
     """The mask of :func:`change_mask` with :func:`change_score` and :func:`shadow_change`,
     (M, N) bool, computing each costly part only where it can matter.
 
     Parameters are those of :func:`change_score` and :func:`change_mask`; with ``noise`` the
-    unit is the local one (:func:`local_units`).
+    unit is the local one (:func:`local_units`); with ``structure_unit`` the
+    :func:`structure_score` in that unit seeds and grows the mask too.
 
     Notes
     -----
@@ -434,17 +484,23 @@ def block_change_mask(before: np.ndarray, after: np.ndarray, valid: np.ndarray, 
     bound passes ``low_threshold_sigma``; elsewhere neither threshold can be passed. A block
     without seeds is empty; with a local unit, a block where the bound passes the seed
     threshold nowhere even at the smallest unit the gain allows stops before the gain is
-    counted. The shadow test runs only around the pixels left after the closing
+    counted, unless the structure score (computed at every pixel) has a seed there. The shadow
+    test runs only around the pixels left after the closing
     (the only ones it can remove), with the margin its correlation window needs. The result is
     the whole-array one: the same arithmetic at every pixel that counts.
     """
     n_bands = before.shape[0]
     shape = before.shape[1:]
-    sb = [np.ascontiguousarray(_smooth(before[k], cfg.smoothing_px)) for k in range(n_bands)]
-    sa = [np.ascontiguousarray(_smooth(after[k], cfg.smoothing_px)) for k in range(n_bands)]
+    sb = [np.ascontiguousarray(smooth(before[k], cfg.smoothing_px)) for k in range(n_bands)]
+    sa = [np.ascontiguousarray(smooth(after[k], cfg.smoothing_px)) for k in range(n_bands)]
     diffs = [cv2.absdiff(sa[k], sb[k]) for k in range(n_bands)]
     empty = np.zeros(shape, bool)
-    if noise is not None:
+    structure = None
+    if structure_unit:
+        structure = structure_score(sb, sa, structure_unit, cfg.tolerance_px)
+        if not ((structure > cfg.threshold_sigma) & valid).any():
+            structure = None  # no seed: it cannot grow the score's seeds either
+    if noise is not None and structure is None:
         # no unit is smaller than the band's noise at the lowest gain, or its floor: where no
         # difference passes the seed threshold of that, there is no seed and nothing to count
         least = [np.maximum(np.float32(noise.noise[k]) * np.float32(noise.limits[0]),
@@ -466,17 +522,20 @@ def block_change_mask(before: np.ndarray, after: np.ndarray, valid: np.ndarray, 
             limit = cells.expand(cfg.low_threshold_sigma * unit(k, cells.gain) * (1 - 1e-4))
         bound_passes |= diffs[k] > limit
     at = np.flatnonzero(bound_passes & valid)
-    if not at.size:
+    if not at.size and structure is None:
         return empty
     gain_at = None if cells is None else cells.at(at)
     score = _score_at(sb, sa, at, shape, sigma if cells is None else
                       [unit(k, gain_at) for k in range(n_bands)], cfg.tolerance_px)
-    if not (score > cfg.threshold_sigma).any():
+    if not (score > cfg.threshold_sigma).any() and structure is None:
         return empty
     seeds = np.zeros(shape, np.uint8)
     seeds.flat[at[score > cfg.threshold_sigma]] = 1
     low = np.zeros(shape, np.uint8)
     low.flat[at[score > cfg.low_threshold_sigma]] = 1
+    if structure is not None:
+        seeds |= ((structure > cfg.threshold_sigma) & valid).view(np.uint8)
+        low |= ((structure > cfg.low_threshold_sigma) & valid).view(np.uint8)
 
     def shadow_in(rows: slice, cols: slice) -> np.ndarray:
         # the correlation window's half width around the region, clipped to the block
@@ -529,8 +588,9 @@ def mask_reach_px(cfg: DifferenceConfig, res_m: float) -> int:
     """How far (pixels) the value of one mask pixel depends on its neighbours' inputs."""
     r = lambda m: int(round(m / res_m))  # noqa: E731
     return (int(math.ceil(3 * cfg.smoothing_px)) + cfg.tolerance_px + r(cfg.grow_m) + 5
+            + (1 if cfg.structure_unit > 0 else 0)  # the gradient's 3 x 3 kernel
             + 2 * r(cfg.closing_m) + 2 * r(cfg.opening_m)
-            + max(cfg.nodata_margin_px, int(math.ceil(2 * cfg.smoothing_px + cfg.tolerance_px))) + 2
+            + max(cfg.nodata_margin_px, _edge_reach_px(cfg)) + 2
             + (local_reach_px(local_radius_px(cfg, res_m)) if cfg.local_noise_m > 0 else 0))
 
 

@@ -818,7 +818,8 @@ of the table below (7 = d007).</p>
 <table><tr><th></th><th>path</th><th>CRS</th><th>size</th><th>pixel</th><th>bands</th></tr>{inputs}</table>
 <p class=note>Radiometry: {e(str(rad.get('method', '')))} ({e(str(rad.get('mode', '')))}), gains
 {e(str(rad.get('gains', '')))}, offsets {e(str(rad.get('offsets', '')))}; score unit (noise &sigma;)
-{e(str(rad.get('score_unit', '')))}.</p>
+{e(str(rad.get('score_unit', '')))}{'; structure unit ' + e(str(rad['structure_unit']))
+if rad.get('structure_unit') else ''}.</p>
 <h2>Detections</h2>
 <p class=note>Chips are {f'{chip_m:g} m' if chip_m else 'a fixed size'} across, centred on the
 detection, at full resolution, BEFORE and AFTER on the same grid; score: confidence 0 to 1, and

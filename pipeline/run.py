@@ -29,8 +29,8 @@ from .classify import (Detection, classical_rule, classify_blob, link_moves,
 from .config import Config
 from .coregister import Shift, estimate_field, estimate_shift
 from .difference import (LOCAL_NOISE_M, LocalNoise, block_change_mask, change_score,
-                         local_noise_gain, local_radius_px, mask_reach_px, noise_sample_step,
-                         robust_sigma, smoothed_difference)
+                         gradient_magnitude, local_noise_gain, local_radius_px, mask_reach_px,
+                         noise_sample_step, robust_sigma, smooth, smoothed_difference)
 from .errors import InputError, RegistrationError
 from .radiometry import Radiometry, comparable, fast_quantiles, fit_linear, normalise
 
@@ -368,9 +368,10 @@ def _run_pair_into(out: Path, before, after, config: Config, *, allow_unregister
 
         with rio.AfterOnGrid(a_ds, grid, shift_px=field or (dx, dy), nodata=nodata) as a_vrt:
             with watch.stage("radiometry"):
-                rad, sigma, noise = _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands,
-                                                    res, config)
-            log.info("radiometry %s; score unit %s", rad.as_dict(), np.round(sigma, 3).tolist())
+                rad, sigma, noise, structure = _fit_radiometry(b_ds, a_vrt, windows, b_bands,
+                                                               a_bands, res, config)
+            log.info("radiometry %s; score unit %s; structure unit %s", rad.as_dict(),
+                     np.round(sigma, 3).tolist(), structure and round(structure, 3))
 
             reach = mask_reach_px(config.difference, res)
             block = config.processing.block_px
@@ -388,7 +389,7 @@ def _run_pair_into(out: Path, before, after, config: Config, *, allow_unregister
                 def job(block_windows, readers):
                     b_r, a_r = readers
                     return _mask_block(b_r, a_r, *block_windows, b_bands, a_bands, rad, sigma,
-                                       grid, config, watch, overview, noise)
+                                       grid, config, watch, overview, noise, structure)
 
                 opener = _ReaderPool(before, after, grid, field or (dx, dy), nodata,
                                      shared=(b_ds, a_vrt), workers=threads,
@@ -455,7 +456,8 @@ def _run_pair_into(out: Path, before, after, config: Config, *, allow_unregister
             "coregistration": {**report.coregistration_section(shift, grid, allow_unregistered),
                                "mode": cfg_c.mode if field is not None else "global",
                                **({"local": field.summary()} if field is not None else {})},
-            "radiometry": {**rad.as_dict(), "score_unit": [round(float(s), 4) for s in sigma]},
+            "radiometry": {**rad.as_dict(), "score_unit": [round(float(s), 4) for s in sigma],
+                           "structure_unit": None if structure is None else round(structure, 4)},
             "counts": report.counts(detections, config),
             "detections": len(detections),
             "config": config.model_dump(mode="json"),
@@ -548,7 +550,10 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, res_m: float, config
     The unit is the robust standard deviation of the smoothed difference (noise), raised where
     needed so that ``threshold_sigma`` units are at least ``min_contrast`` of BEFORE's range.
     With ``difference.local_noise_m`` the third result is the :class:`LocalNoise` of pass 1
-    (its neighbourhood in pixels of ``res_m``), else None.
+    (its neighbourhood in pixels of ``res_m``), else None. With
+    ``difference.structure_unit`` the fourth is the unit of the structure score
+    (:func:`~pipeline.difference.structure_score`): that many robust standard deviations of
+    the difference of the gradient magnitudes, else None.
     """
     nodata = config.input.nodata
     pairs = []
@@ -566,13 +571,19 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, res_m: float, config
     d = config.difference
     diffs = [[] for _ in range(flat.shape[0])]
     sampled = [[] for _ in range(flat.shape[0])]  # on the local noise unit's sample lattice
+    gradient_diffs = []
     step = noise_sample_step(local_radius_px(d, res_m))
     for w, (b, a, v) in zip(windows, pairs):
         pick = (slice(-int(w.row_off) % step, None, step), slice(-int(w.col_off) % step, None, step))
-        for k, diff in enumerate(smoothed_difference(b, normalise(a, rad), d.smoothing_px)):
+        a = normalise(a, rad)
+        for k, diff in enumerate(smoothed_difference(b, a, d.smoothing_px)):
             diffs[k].append(diff[v])
             if d.local_noise_m > 0:
                 sampled[k].append(diff[pick][v[pick]])
+        if d.structure_unit > 0:
+            sb = [smooth(x, d.smoothing_px) for x in b]
+            sa = [smooth(x, d.smoothing_px) for x in a]
+            gradient_diffs.append((gradient_magnitude(sa) - gradient_magnitude(sb))[v])
     pooled = [np.concatenate(parts) if parts else np.zeros(0, np.float32) for parts in diffs]
     sigma = [max(robust_sigma(p) if p.size else 1.4826, 1e-6) for p in pooled]
     # a seed must also be a visible contrast, not only a significant one: on very clean images
@@ -593,12 +604,16 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, res_m: float, config
                            local_radius_px(d, res_m),
                            d.local_noise_quantile, tuple(d.local_noise_limits))
     sigma = np.maximum(np.asarray(sigma, np.float32), np.asarray(floor, np.float32))
-    return rad, sigma, noise
+    structure = None
+    if d.structure_unit > 0:
+        pooled = np.concatenate(gradient_diffs) if gradient_diffs else np.zeros(0, np.float32)
+        structure = d.structure_unit * max(robust_sigma(pooled) if pooled.size else 1.0, 1e-3)
+    return rad, sigma, noise, structure
 
 
 def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad, sigma,
                 grid: rio.Grid, config: Config, watch: _Stopwatch, overview=None,
-                noise: LocalNoise | None = None) -> np.ndarray:
+                noise: LocalNoise | None = None, structure: float | None = None) -> np.ndarray:
     """Pass 1: the cleaned change mask of one block's core (0/1, 255 where invalid).
 
     The block is read with the mask's reach as margin, so its core is exactly what a
@@ -620,7 +635,8 @@ def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad
         b, a = comparable(b, a)
         mask = block_change_mask(b, normalise(a, rad), valid, sigma, grid.mean_res_m,
                                  config.difference, noise,
-                                 origin=(int(padded.row_off), int(padded.col_off)))
+                                 origin=(int(padded.row_off), int(padded.col_off)),
+                                 structure_unit=structure)
         out = mask[sl].astype(np.uint8)
         out[~valid[sl]] = rio.MaskWriter.NODATA
     return out

@@ -13,7 +13,8 @@ from pipeline import report, synth
 from pipeline.config import DifferenceConfig
 from pipeline.coregister import _translate
 from pipeline.difference import (LocalNoise, block_change_mask, change_mask, change_score,
-                                 local_radius_px, mask_reach_px, shadow_change)
+                                 local_radius_px, mask_reach_px, shadow_change, smooth,
+                                 structure_score)
 from pipeline.radiometry import fast_quantiles
 from pipeline.run import _may_hold_blobs, _stripes
 
@@ -70,6 +71,43 @@ def test_local_noise_mask_of_a_window_equals_the_whole_array_mask(scene, hole):
         cols = slice(max(0, c0 - reach), c0 + 200 + reach)
         part = block_change_mask(before[:, rows, cols], after[:, rows, cols], valid[rows, cols],
                                  sigma, 0.5, cfg, noise, origin=(rows.start, cols.start))
+        y, x = r0 - rows.start, c0 - cols.start
+        np.testing.assert_array_equal(part[y:y + 200, x:x + 200], whole[r0:r0 + 200, c0:c0 + 200])
+
+
+@pytest.mark.parametrize("hole", [False, True])
+def test_structure_score_mask_of_a_window_equals_the_whole_array_mask(scene, hole):
+    # the outlines seed the mask too: a window with the mask's reach still gives the
+    # whole-array mask in its core, with the local unit on
+    before, after = scene
+    valid = np.ones(before.shape[1:], bool)
+    if hole:
+        valid[100:180, 300:420] = False
+    cfg = DifferenceConfig(local_noise_m=10, threshold_sigma=8, low_threshold_sigma=6)
+    sigma = np.float32([6.0, 5.5, 7.0])
+    noise = LocalNoise((6.0, 5.5, 7.0), (2.0, 2.0, 2.0), 1.0, local_radius_px(cfg, 0.5), 0.5,
+                       (0.5, 3.0))
+    unit = 3.0
+    score = change_score(before, after, valid, sigma, smoothing_px=cfg.smoothing_px,
+                         tolerance_px=cfg.tolerance_px, noise=noise)
+    structure = structure_score([smooth(x, cfg.smoothing_px) for x in before],
+                                [smooth(x, cfg.smoothing_px) for x in after], unit,
+                                cfg.tolerance_px)
+    whole = change_mask(score, valid, 0.5, cfg, shadow=shadow_change(before, after),
+                        structure=structure)
+    # the outlines add to the mask the score alone gives
+    assert whole.sum() > change_mask(score, valid, 0.5, cfg,
+                                     shadow=shadow_change(before, after)).sum() + 100
+    np.testing.assert_array_equal(
+        block_change_mask(before, after, valid, sigma, 0.5, cfg, noise, structure_unit=unit),
+        whole)
+    reach = mask_reach_px(cfg, 0.5)
+    for r0, c0 in [(200, 150), (0, 300), (312, 312), (201, 153)]:
+        rows = slice(max(0, r0 - reach), r0 + 200 + reach)
+        cols = slice(max(0, c0 - reach), c0 + 200 + reach)
+        part = block_change_mask(before[:, rows, cols], after[:, rows, cols], valid[rows, cols],
+                                 sigma, 0.5, cfg, noise, origin=(rows.start, cols.start),
+                                 structure_unit=unit)
         y, x = r0 - rows.start, c0 - cols.start
         np.testing.assert_array_equal(part[y:y + 200, x:x + 200], whole[r0:r0 + 200, c0:c0 + 200])
 
