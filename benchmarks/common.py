@@ -1,6 +1,7 @@
 """Helpers shared by the benchmark scripts: large synthetic pairs (cached) and measurements."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import subprocess
@@ -16,6 +17,47 @@ from pipeline import synth
 CACHE = Path(os.environ.get("DETECT_CHANGES_BENCH_CACHE", Path(__file__).parent / ".cache"))
 
 
+SCENES = 4  # the synthetic scenes a large pair repeats, seeds 0..SCENES-1
+
+
+def _tiles(size_px: int, tile_px: int):
+    """(index, row, col, height, width) of the tiles of a large pair, row by row."""
+    k = 0
+    for row in range(0, size_px, tile_px):
+        for col in range(0, size_px, tile_px):
+            yield k, row, col, min(tile_px, size_px - row), min(tile_px, size_px - col)
+            k += 1
+
+
+def _scenes(tile_px: int, shift_px) -> list[synth.ScenePair]:
+    return [synth.make_pair(seed=s, size_px=tile_px, shift_px=shift_px, scenario="random")
+            for s in range(SCENES)]
+
+
+def large_pair_truth(size_px: int, *, tile_px: int = 2048, shift_px=(2.3, -1.6),
+                     margin_px: int = 40) -> list[dict]:
+    """The truth changes of :func:`large_pair` (GeoJSON features, lon/lat): each tile's
+    synthetic truth at the tile's place; an object within ``margin_px`` of a tile's cut edge
+    is an ignore region (``"ignore": true``), one beyond it left out."""
+    scenes = _scenes(tile_px, shift_px)
+    t0 = scenes[0].transform
+    features = []
+    for k, row, col, h, w in _tiles(size_px, tile_px):
+        sc = scenes[k % SCENES]
+        placed = dataclasses.replace(sc, transform=Affine(t0.a, 0, t0.c, 0, t0.e, t0.f)
+                                     * Affine.translation(col, row))
+        objects = {o.id: o for o in sc.objects}
+        for f in synth.truth_feature_collection(placed)["features"]:
+            o = objects[f["properties"]["id"]]
+            if not (0 <= o.col_px < w and 0 <= o.row_px < h):
+                continue
+            f["properties"]["id"] = f"tile{k}-{o.id}"
+            if not (margin_px <= o.col_px < w - margin_px and margin_px <= o.row_px < h - margin_px):
+                f["properties"]["ignore"] = True
+            features.append(f)
+    return features
+
+
 def large_pair(size_px: int, *, tile_px: int = 2048, shift_px=(2.3, -1.6)) -> tuple[Path, Path]:
     """A ``size_px`` square BEFORE/AFTER pair (RGB uint8, tiled deflate GeoTIFF), made once.
 
@@ -27,8 +69,7 @@ def large_pair(size_px: int, *, tile_px: int = 2048, shift_px=(2.3, -1.6)) -> tu
     if before.exists() and after.exists():
         return before, after
     folder.mkdir(parents=True, exist_ok=True)
-    scenes = [synth.make_pair(seed=s, size_px=tile_px, shift_px=shift_px, scenario="random")
-              for s in range(4)]
+    scenes = _scenes(tile_px, shift_px)
     t0 = scenes[0].transform
     transform = Affine(t0.a, 0, t0.c, 0, t0.e, t0.f)
     profile = dict(driver="GTiff", width=size_px, height=size_px, count=3, dtype="uint8",
@@ -36,15 +77,11 @@ def large_pair(size_px: int, *, tile_px: int = 2048, shift_px=(2.3, -1.6)) -> tu
                    blockysize=512, compress="deflate", predictor=2, BIGTIFF="IF_SAFER")
     tmp_b, tmp_a = before.with_suffix(".part"), after.with_suffix(".part")
     with rasterio.open(tmp_b, "w", **profile) as db, rasterio.open(tmp_a, "w", **profile) as da:
-        k = 0
-        for row in range(0, size_px, tile_px):
-            for col in range(0, size_px, tile_px):
-                sc = scenes[k % len(scenes)]
-                k += 1
-                h, w = min(tile_px, size_px - row), min(tile_px, size_px - col)
-                win = rasterio.windows.Window(col, row, w, h)
-                db.write(sc.before[:, :h, :w], window=win)
-                da.write(sc.after[:, :h, :w], window=win)
+        for k, row, col, h, w in _tiles(size_px, tile_px):
+            sc = scenes[k % SCENES]
+            win = rasterio.windows.Window(col, row, w, h)
+            db.write(sc.before[:, :h, :w], window=win)
+            da.write(sc.after[:, :h, :w], window=win)
     tmp_b.rename(before)
     tmp_a.rename(after)
     return before, after

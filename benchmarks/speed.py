@@ -3,7 +3,8 @@
 For each size: wall time, megapixels per second (of the BEFORE grid), peak resident memory of
 the ``detect-changes`` process, and the ratio of its wall time to a plain block-by-block
 rasterio read of both input files, measured in the same run. Pairs are made once and cached in
-``benchmarks/.cache`` (set DETECT_CHANGES_BENCH_CACHE to move it).
+``benchmarks/.cache`` (set DETECT_CHANGES_BENCH_CACHE to move it). The aircraft found are scored
+against the truth of the synthetic tiles the pair is made of (``common.large_pair_truth``).
 
     python benchmarks/speed.py                 # 4000, 8192 and 16000 px
     python benchmarks/speed.py --sizes 30000   # add the 30000 px pair (about 5 GB of files)
@@ -20,7 +21,10 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import large_pair, plain_read_s  # noqa: E402
+from common import large_pair, large_pair_truth, plain_read_s  # noqa: E402
+
+from pipeline.cases import score_case  # noqa: E402
+from pipeline.evaluate import load_features  # noqa: E402
 
 MEASURE = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
            "rc = subprocess.run(sys.argv[1:]).returncode; w = time.perf_counter() - t; "
@@ -53,11 +57,15 @@ def main() -> None:
                                  "--threads", str(args.threads),
                                  *(["--config", args.config] if args.config else [])])
             report = json.loads((Path(tmp) / "report.json").read_text())
+            found = load_features(Path(tmp) / "detections.geojson")
         mp = size * size / 1e6
         print(f"{size:>7} {mp:>6.0f} {read_s:>7.2f} {wall:>7.2f} {mp / wall:>6.1f} "
               f"{wall / read_s:>6.2f} {rss:>8.0f} {report['detections']:>10}", flush=True)
         print("        stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings_s"].items()),
               flush=True)
+        sc = score_case(large_pair_truth(size), found).score
+        print(f"        aircraft against the tiles' truth: tp {sc.tp} fp {sc.fp} fn {sc.fn}, "
+              f"P {sc.precision:.3f} R {sc.recall:.3f} F1 {sc.f1:.3f}", flush=True)
 
 
 if __name__ == "__main__":
