@@ -17,7 +17,8 @@ that synthetic aircraft are not rejected; seeds 0-3, the suite of accuracy.py, a
 training pairs), its threshold chosen on those airports alone (inner leave-one-airport-out), is
 applied to the held-out airport's pairs, which are scored exactly (score_case on the kept
 detections). It also counts the truth changes that some candidate matches: the recall a perfect
-verifier would reach, the ceiling that only more candidates can raise. ``train`` fits the shipped model on all of them, its threshold chosen the same way.
+verifier would reach, the ceiling that only more candidates can raise. ``train`` fits the
+shipped model on all of them, its threshold chosen the same way.
 Training needs scikit-learn (``pip install -e .[train]``); the shipped model needs numpy only.
 """
 from __future__ import annotations

@@ -406,11 +406,18 @@ def change_mask(score: np.ndarray, valid: np.ndarray, res_m: float, cfg: Differe
     """
     seeds = (score > cfg.threshold_sigma).astype(np.uint8)
     low = (score > cfg.low_threshold_sigma).astype(np.uint8)
+    _add_structure(seeds, low, structure, valid, cfg)
+    return _cleaned(seeds, low, valid, res_m, cfg,
+                    None if shadow is None else lambda rows, cols: shadow[rows, cols])
+
+
+def _add_structure(seeds: np.ndarray, low: np.ndarray, structure: np.ndarray | None,
+                   valid: np.ndarray, cfg: DifferenceConfig) -> None:
+    """Set in ``seeds`` and ``low`` (uint8 0/1, in place) the valid pixels where the structure
+    score passes the same thresholds as the level score; nothing when it is None."""
     if structure is not None:
         seeds |= ((structure > cfg.threshold_sigma) & valid).view(np.uint8)
         low |= ((structure > cfg.low_threshold_sigma) & valid).view(np.uint8)
-    return _cleaned(seeds, low, valid, res_m, cfg,
-                    None if shadow is None else lambda rows, cols: shadow[rows, cols])
 
 
 def _cleaned(seeds: np.ndarray, low: np.ndarray, valid: np.ndarray, res_m: float,
@@ -533,9 +540,7 @@ def block_change_mask(before: np.ndarray, after: np.ndarray, valid: np.ndarray, 
     seeds.flat[at[score > cfg.threshold_sigma]] = 1
     low = np.zeros(shape, np.uint8)
     low.flat[at[score > cfg.low_threshold_sigma]] = 1
-    if structure is not None:
-        seeds |= ((structure > cfg.threshold_sigma) & valid).view(np.uint8)
-        low |= ((structure > cfg.low_threshold_sigma) & valid).view(np.uint8)
+    _add_structure(seeds, low, structure, valid, cfg)
 
     def shadow_in(rows: slice, cols: slice) -> np.ndarray:
         # the correlation window's half width around the region, clipped to the block

@@ -30,7 +30,7 @@ from .config import Config
 from .coregister import Shift, estimate_field, estimate_shift
 from .difference import (LOCAL_NOISE_M, LocalNoise, block_change_mask, change_score,
                          gradient_magnitude, local_noise_gain, local_radius_px, mask_reach_px,
-                         noise_sample_step, robust_sigma, smooth, smoothed_difference)
+                         noise_sample_step, robust_sigma, smooth)
 from .errors import InputError, RegistrationError
 from .radiometry import Radiometry, comparable, fast_quantiles, fit_linear, normalise
 
@@ -575,14 +575,15 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, res_m: float, config
     step = noise_sample_step(local_radius_px(d, res_m))
     for w, (b, a, v) in zip(windows, pairs):
         pick = (slice(-int(w.row_off) % step, None, step), slice(-int(w.col_off) % step, None, step))
-        a = normalise(a, rad)
-        for k, diff in enumerate(smoothed_difference(b, a, d.smoothing_px)):
+        # both smoothed once, for the difference's noise and the gradient's
+        sb = [smooth(x, d.smoothing_px) for x in b]
+        sa = [smooth(x, d.smoothing_px) for x in normalise(a, rad)]
+        for k in range(len(sb)):
+            diff = sa[k] - sb[k]  # smoothed_difference's
             diffs[k].append(diff[v])
             if d.local_noise_m > 0:
                 sampled[k].append(diff[pick][v[pick]])
         if d.structure_unit > 0:
-            sb = [smooth(x, d.smoothing_px) for x in b]
-            sa = [smooth(x, d.smoothing_px) for x in a]
             gradient_diffs.append((gradient_magnitude(sa) - gradient_magnitude(sb))[v])
     pooled = [np.concatenate(parts) if parts else np.zeros(0, np.float32) for parts in diffs]
     sigma = [max(robust_sigma(p) if p.size else 1.4826, 1e-6) for p in pooled]
