@@ -50,7 +50,7 @@ def gain_maps(case: Path, steps: list[int], config: Config) -> dict[int, np.ndar
                 rad, _, noise, _ = run._fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands,
                                                     grid.mean_res_m, config)
                 bc, ac = comparable(b, a)
-                ac = normalise(ac, rad)
+                ac = normalise(ac, rad, whole)
                 smooth = config.difference.smoothing_px
                 sb = [difference.smooth(x, smooth) for x in bc]
                 sa = [difference.smooth(x, smooth) for x in ac]

@@ -468,14 +468,17 @@ class AfterOnGrid:
 
     def read_display(self, grid: Grid, *, bands: list[int] | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """The whole of AFTER on a coarse ``grid`` (shift undone to the nearest coarse pixel)."""
+        """The whole of AFTER averaged onto a coarse ``grid`` (the shift at the scene's centre
+        undone): GDAL's warper averages the source straight onto it."""
         idx = list(range(1, len(self.bands) + 1)) if bands is None else bands
         if self.field is None:
-            shift = self.shift_px
+            dx, dy = self.shift_px
         else:
             cx, cy = np.float32([self.grid.width / 2]), np.float32([self.grid.height / 2])
-            shift = tuple(float(v[0]) for v in self.field(cx, cy))
-        with warped_onto(self.ds, self.grid, shift_px=shift, nodata=self.nodata) as vrt:
+            dx, dy = (float(v[0]) for v in self.field(cx, cy))
+        shift = (dx * grid.width / self.grid.width, dy * grid.height / self.grid.height)
+        with warped_onto(self.ds, grid, shift_px=shift, nodata=self.nodata,
+                         resampling=Resampling.average) as vrt:
             return read_display(vrt, grid, bands=idx, nodata=self.nodata)
 
     def close(self) -> None:
@@ -503,6 +506,24 @@ def read_decimated(ds, factor: int, *, bands: list[int] | None = None,
         valid &= ~np.all(data == nodata, axis=0)
     valid &= np.all(np.isfinite(data), axis=0)
     return data, valid
+
+
+def coarse_cells(values: np.ndarray, valid: np.ndarray, factor: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(B, m, n) values averaged over ``factor`` x ``factor`` cells, over their valid pixels,
+    and each cell's valid share: ((B, m // factor, n // factor) float32, (same) float32).
+    A remainder narrower than a cell at the right or bottom is left out."""
+    h, w = valid.shape[0] // factor, valid.shape[1] // factor
+    values, valid = values[:, :h * factor, :w * factor], valid[:h * factor, :w * factor]
+    size = (w, h)
+    if valid.all():
+        means = np.stack([cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in values])
+        return means.astype(np.float32, copy=False), np.ones((h, w), np.float32)
+    v = valid.astype(np.float32)
+    share = cv2.resize(v, size, interpolation=cv2.INTER_AREA)
+    sums = np.stack([cv2.resize(x * v, size, interpolation=cv2.INTER_AREA) for x in values])
+    means = np.divide(sums, share, out=np.zeros_like(sums), where=share > 0)
+    return means.astype(np.float32, copy=False), share
 
 
 def valid_lowres(ds, grid: Grid, *, nodata: float | None = None) -> np.ndarray:

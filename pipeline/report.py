@@ -160,7 +160,7 @@ def scene_pictures(b_ds, a_vrt, grid: rio.Grid, detections: list[Detection], b_b
     Returns a dict with ``before``, ``after`` ((M, N, 3) uint8), ``scale`` (picture pixels per
     BEFORE pixel), ``res_m`` (BEFORE pixel size, metres), ``detections``, ``chips``
     ({id: [before, after]} display chips with the outline drawn) and ``chip_data``
-    ({id: dict(before, after, valid, offset)}: the values read, float32 (B, m, n), for the
+    ({id: dict(before, after, valid, offset, window)}: the values read, float32 (B, m, n), for the
     change-score chip of :func:`write_html`); both are mappings that read a chip when it is
     asked for, so memory does not grow with the number of detections. ``overview`` (a :class:`Overview` on the picture
     grid, filled while the blocks were read) saves a second read of both scenes.
@@ -230,7 +230,8 @@ class _Chips:
                     *rio.read_window(readers[1], w, bands=a_bands, nodata=nodata))
 
     def get(self, det_id: str) -> tuple[list, dict]:
-        """([before, after] display chips, dict(before, after, valid, offset)) of a detection."""
+        """([before, after] display chips, dict(before, after, valid, offset, window)) of a
+        detection."""
         last = getattr(self._local, "last", (None, None))
         if last[0] == det_id:
             return last[1]
@@ -240,7 +241,8 @@ class _Chips:
         offset = (int(w.col_off), int(w.row_off))
         chip = ([chip_picture(to_display(cb, cvb, b_limits), det, offset),
                  chip_picture(to_display(ca, cva, a_limits), det, offset)],
-                {"before": cb, "after": ca, "valid": cvb & cva, "offset": offset})
+                {"before": cb, "after": ca, "valid": cvb & cva, "offset": offset,
+                 "window": w})
         self._local.last = (det_id, chip)
         return chip
 
@@ -475,8 +477,8 @@ def shift_arrows_image(picture: np.ndarray, scale: float, coregistration: dict,
     return canvas, gain
 
 
-def score_chip(before: np.ndarray, after: np.ndarray, valid: np.ndarray, report: dict
-               ) -> np.ndarray:
+def score_chip(before: np.ndarray, after: np.ndarray, valid: np.ndarray, report: dict,
+               window: Window | None = None) -> np.ndarray:
     """Recompute the change score of a chip from the numbers report.json records.
 
     Parameters
@@ -486,8 +488,10 @@ def score_chip(before: np.ndarray, after: np.ndarray, valid: np.ndarray, report:
     valid : (M, N) bool
         Pixels valid in both.
     report : dict
-        ``report.json``: its ``radiometry`` (``gains``, ``offsets``, ``score_unit``) and
-        ``config.difference`` (``smoothing_px``, ``tolerance_px``).
+        ``report.json``: its ``radiometry`` (``gains``, ``offsets``, ``level``, ``score_unit``)
+        and ``config.difference`` (``smoothing_px``, ``tolerance_px``).
+    window : rasterio Window, optional
+        Where the chip lies on the BEFORE grid; needed when the radiometry has a ``level`` field.
 
     Returns
     -------
@@ -500,11 +504,30 @@ def score_chip(before: np.ndarray, after: np.ndarray, valid: np.ndarray, report:
     b, a = comparable(before, after)
     if len(rad["gains"]) != b.shape[0] or len(rad["score_unit"]) != b.shape[0]:
         raise ValueError(f"report radiometry has {len(rad['gains'])} bands, the chip {b.shape[0]}")
-    a = normalise(a, Radiometry(rad.get("method", ""), rad.get("mode", ""),
-                                tuple(rad["gains"]), tuple(rad["offsets"])))
+    a = normalise(a, _radiometry_of(rad), window)
     return change_score(b, a, valid, np.asarray(rad["score_unit"], np.float32),
                         smoothing_px=float(diff["smoothing_px"]),
                         tolerance_px=int(diff["tolerance_px"]))
+
+
+def _level_note(rad: dict, e) -> str:
+    """The level field in a few words: how many nodes, and how far it strays."""
+    level = rad.get("level")
+    if not level:
+        return ""
+    nodes = len(level["node_cols_px"]) * len(level["node_rows_px"])
+    return (f", then a local level field of {nodes} nodes subtracted (standard deviation "
+            f"{e(str(level['std']))}, range {e(str(level['min']))} to {e(str(level['max']))})")
+
+
+_PARSED: list = [None, None]  # the last report radiometry read, and its Radiometry
+
+
+def _radiometry_of(rad: dict) -> Radiometry:
+    """``Radiometry.from_dict(rad)``, parsed once for the many chips of one report."""
+    if _PARSED[0] is not rad:
+        _PARSED[:] = [rad, Radiometry.from_dict(rad)]
+    return _PARSED[1]
 
 
 def colour_score(score: np.ndarray, top_sigma: float) -> np.ndarray:
@@ -682,7 +705,8 @@ def _gallery_rows(report: dict, detections: list[Detection], pictures: dict, e):
         if data is None:
             return None, None
         try:
-            return score_chip(data["before"], data["after"], data["valid"], report), data
+            return score_chip(data["before"], data["after"], data["valid"], report,
+                              data.get("window")), data
         except (KeyError, ValueError):
             return None, data
 
@@ -817,7 +841,7 @@ of the table below (7 = d007).</p>
 <h2>Inputs</h2>
 <table><tr><th></th><th>path</th><th>CRS</th><th>size</th><th>pixel</th><th>bands</th></tr>{inputs}</table>
 <p class=note>Radiometry: {e(str(rad.get('method', '')))} ({e(str(rad.get('mode', '')))}), gains
-{e(str(rad.get('gains', '')))}, offsets {e(str(rad.get('offsets', '')))}; score unit (noise &sigma;)
+{e(str(rad.get('gains', '')))}, offsets {e(str(rad.get('offsets', '')))}{_level_note(rad, e)}; score unit (noise &sigma;)
 {e(str(rad.get('score_unit', '')))}{'; structure unit ' + e(str(rad['structure_unit']))
 if rad.get('structure_unit') else ''}.</p>
 <h2>Detections</h2>

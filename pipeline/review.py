@@ -281,7 +281,7 @@ def scene_layers(outputs: Outputs, *, window: Window | None = None, max_px: int 
                                     core.height + 2 * margin).intersection(full)
                     pb, pvb = rio.read_window(b_ds, padded, bands=b_bands, nodata=nodata)
                     pa, pva = rio.read_window(pair.after, padded, bands=a_bands, nodata=nodata)
-                    s = score_chip(pb, pa, pvb & pva, outputs.report)
+                    s = score_chip(pb, pa, pvb & pva, outputs.report, padded)
                     r0, c0 = int(core.row_off - padded.row_off), int(core.col_off - padded.col_off)
                     s = s[r0:r0 + int(core.height), c0:c0 + int(core.width)]
                     rows = _pool_index(row, row + int(core.height), int(win.row_off), scale)
@@ -386,7 +386,7 @@ def chips(outputs: Outputs, features: Iterable[dict] | None = None, *,
                 w = Window(int(cx) - half, int(cy) - half, 2 * half, 2 * half).intersection(full)
                 b, vb = rio.read_window(pair.before, w, bands=pair.before_bands, nodata=nodata)
                 a, va = rio.read_window(pair.after, w, bands=pair.after_bands, nodata=nodata)
-                s = score_chip(b, a, vb & va, outputs.report)
+                s = score_chip(b, a, vb & va, outputs.report, w)
                 m = mask_ds.read(1, window=w) if mask_ds is not None else \
                     np.full(vb.shape, 255, np.uint8)
                 offset = (int(w.col_off), int(w.row_off))

@@ -32,9 +32,11 @@ from .difference import (LOCAL_NOISE_M, LocalNoise, block_change_mask, change_sc
                          gradient_magnitude, local_noise_gain, local_radius_px, mask_reach_px,
                          noise_sample_step, robust_sigma, smooth)
 from .errors import InputError, RegistrationError
-from .radiometry import Radiometry, comparable, fast_quantiles, fit_linear, normalise
+from .radiometry import Radiometry, comparable, fast_quantiles, fit_level, fit_linear, normalise
 
 log = logging.getLogger(__name__)
+
+LEVEL_SAMPLES = 10  # coarse pixels per side of a cell of the level field (radiometry.level_m)
 
 Progress = Callable[[int, int], None]
 
@@ -367,16 +369,29 @@ def _run_pair_into(out: Path, before, after, config: Config, *, allow_unregister
                      field.measured.size)
 
         with rio.AfterOnGrid(a_ds, grid, shift_px=field or (dx, dy), nodata=nodata) as a_vrt:
+            stripe_px = _stripe_px(b_ds, a_ds, config.processing.block_px)
+            coarse = None
+            if config.radiometry.level_m > 0 and config.radiometry.method != "none":
+                with watch.stage("level"):
+                    factor = max(1, min(int(config.radiometry.level_m / res // LEVEL_SAMPLES),
+                                        min(grid.width, grid.height) // 8))
+                    opener = _ReaderPool(before, after, grid, field or (dx, dy), nodata,
+                                         shared=(b_ds, a_vrt), workers=threads,
+                                         gsd_m=config.input.gsd_m)
+                    try:
+                        coarse = (_coarse_pair(opener, grid, factor, b_bands, a_bands, config,
+                                               stripe_px), factor)
+                    finally:
+                        opener.close()
             with watch.stage("radiometry"):
                 rad, sigma, noise, structure = _fit_radiometry(b_ds, a_vrt, windows, b_bands,
-                                                               a_bands, res, config)
+                                                               a_bands, res, config, coarse)
             log.info("radiometry %s; score unit %s; structure unit %s", rad.as_dict(),
                      np.round(sigma, 3).tolist(), structure and round(structure, 3))
 
             reach = mask_reach_px(config.difference, res)
             block = config.processing.block_px
             pass1 = list(rio.block_windows(grid.width, grid.height, block, reach))
-            stripe_px = _stripe_px(b_ds, a_ds, block)
             pass2 = list(rio.block_windows(grid.width, grid.height, block,
                                            blob_margin_px(config, res)))
             total = len(pass1) + len(pass2)
@@ -544,10 +559,13 @@ def _measure_field(b_ds, a_ds, grid: rio.Grid, joint_lr: np.ndarray, factor: int
                           neighbour_tolerance_px=cfg.inlier_tolerance_px)
 
 
-def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, res_m: float, config: Config):
+def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, res_m: float, config: Config,
+                    coarse=None):
     """Radiometric map and the score's unit per band, from the matching windows.
 
-    The unit is the robust standard deviation of the smoothed difference (noise), raised where
+    ``coarse`` ((before, after, valid), factor), both scenes averaged over ``factor`` pixels
+    (:func:`_coarse_pair`), adds the local level field (``radiometry.level_m``) to the map;
+    the unit is then measured on what the field leaves. The unit is the robust standard deviation of the smoothed difference (noise), raised where
     needed so that ``threshold_sigma`` units are at least ``min_contrast`` of BEFORE's range.
     With ``difference.local_noise_m`` the third result is the :class:`LocalNoise` of pass 1
     (its neighbourhood in pixels of ``res_m``), else None. With
@@ -567,6 +585,8 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, res_m: float, config
     flat_v = np.concatenate([v.reshape(1, -1) for _, _, v in pairs], axis=1)
     rad = fit_linear(flat, flat_a, flat_v, quantiles=config.radiometry.quantiles,
                      method=config.radiometry.method)
+    if coarse is not None and rad.method != "none":
+        rad = replace(rad, level=_fit_level(*coarse, rad, res_m, config))
     # noise of the smoothed difference, window by window (smoothing must not cross seams)
     d = config.difference
     diffs = [[] for _ in range(flat.shape[0])]
@@ -577,7 +597,7 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, res_m: float, config
         pick = (slice(-int(w.row_off) % step, None, step), slice(-int(w.col_off) % step, None, step))
         # both smoothed once, for the difference's noise and the gradient's
         sb = [smooth(x, d.smoothing_px) for x in b]
-        sa = [smooth(x, d.smoothing_px) for x in normalise(a, rad)]
+        sa = [smooth(x, d.smoothing_px) for x in normalise(a, rad, w)]
         for k in range(len(sb)):
             diff = sa[k] - sb[k]  # smoothed_difference's
             diffs[k].append(diff[v])
@@ -612,6 +632,44 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, res_m: float, config
     return rad, sigma, noise, structure
 
 
+def _coarse_pair(opener: _ReaderPool, grid: rio.Grid, factor: int, b_bands, a_bands,
+                 config: Config, stripe_px: int):
+    """Both scenes averaged over ``factor`` x ``factor`` cells of the BEFORE grid, read block by
+    block on the pool's workers: (before, after (B, m, n) float32, valid (m, n) bool), a cell
+    valid where at least half its pixels are in both."""
+    nodata = config.input.nodata
+    h, w = grid.height // factor, grid.width // factor
+    step = max(1, config.processing.block_px // factor) * factor
+    blocks = [(win, win) for r in range(0, h * factor, step) for c in range(0, w * factor, step)
+              for win in [Window(c, r, min(step, w * factor - c), min(step, h * factor - r))]]
+    out = [np.zeros((len(bands), h, w), np.float32) for bands in (b_bands, a_bands)]
+    share = np.zeros((2, h, w), np.float32)
+
+    def job(item, readers):
+        win = item[0]
+        return (rio.coarse_cells(*rio.read_window(readers[0], win, bands=b_bands, nodata=nodata),
+                                 factor),
+                rio.coarse_cells(*rio.read_window(readers[1], win, bands=a_bands, nodata=nodata),
+                                 factor))
+
+    for win, cells in opener.map(job, _stripes(blocks, stripe_px)):
+        at = (slice(int(win.row_off) // factor, int(win.row_off + win.height) // factor),
+              slice(int(win.col_off) // factor, int(win.col_off + win.width) // factor))
+        for k, (means, valid_share) in enumerate(cells):
+            out[k][(slice(None),) + at] = means
+            share[k][at] = valid_share
+    return out[0], out[1], (share >= 0.5).all(axis=0)
+
+
+def _fit_level(coarse, factor: int, rad: Radiometry, res_m: float, config: Config):
+    """The :class:`~pipeline.radiometry.LevelField` of AFTER after ``rad``'s linear map, from
+    both scenes averaged over ``factor`` pixels (:func:`_coarse_pair`)."""
+    b, a, valid = coarse
+    b, a = comparable(b, a)
+    cell = max(1, round(config.radiometry.level_m / res_m / factor))
+    return fit_level(b, normalise(a, rad), valid, cell=cell, factor=(factor, factor))
+
+
 def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad, sigma,
                 grid: rio.Grid, config: Config, watch: _Stopwatch, overview=None,
                 noise: LocalNoise | None = None, structure: float | None = None) -> np.ndarray:
@@ -634,7 +692,7 @@ def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad
     with watch.stage("difference"):
         valid = vb & va
         b, a = comparable(b, a)
-        mask = block_change_mask(b, normalise(a, rad), valid, sigma, grid.mean_res_m,
+        mask = block_change_mask(b, normalise(a, rad, padded), valid, sigma, grid.mean_res_m,
                                  config.difference, noise,
                                  origin=(int(padded.row_off), int(padded.col_off)),
                                  structure_unit=structure)
@@ -699,7 +757,7 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
         b, vb = rio.read_window(b_ds, chip, bands=b_bands, nodata=nodata)
         a, va = rio.read_window(a_vrt, chip, bands=a_bands, nodata=nodata)
         b, a = comparable(b, a)
-        a = normalise(a, rad)
+        a = normalise(a, rad, chip)
         score = change_score(b, a, vb & va, sigma, smoothing_px=d.smoothing_px,
                              tolerance_px=d.tolerance_px)
         gain = local_noise_gain(b, a, vb & va & (chip_mask == 0), sigma, d.smoothing_px)
