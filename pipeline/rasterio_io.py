@@ -443,6 +443,26 @@ class AfterOnGrid:
             ok = warp(grown, cv2.INTER_NEAREST, cv2.BORDER_CONSTANT) > 0
         return out, ok
 
+    def read_rounded(self, window: Window, *, bands: list[int] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`read_window` with the shift rounded to whole pixels (the field's at the
+        window's centre), no resampling: for statistics over cells many pixels wide."""
+        idx = list(range(1, len(self.bands) + 1)) if bands is None else bands
+        src_bands = [self._src_bands[i - 1] for i in idx]
+        if self.field is None:
+            dx, dy = self.shift_px
+        else:
+            c = np.float32([window.col_off + window.width / 2])
+            r = np.float32([window.row_off + window.height / 2])
+            dx, dy = (float(v[0]) for v in self.field(c, r))
+        ox, oy = self._offset
+        w, h = int(window.width), int(window.height)
+        data, valid, whole = self._read_source(round(window.col_off + dx + ox),
+                                               round(window.row_off + dy + oy), w, h, src_bands)
+        if self._all_valid and whole:
+            return data, np.ones((h, w), bool)
+        return data, valid.astype(bool)
+
     def _translated(self, data: np.ndarray, valid: np.ndarray, whole: bool, x: float, y: float,
                     w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
         """``data`` (B, m, n) resampled at ``(x + j, y + i)`` for an (h, w) output: one

@@ -649,8 +649,7 @@ def _coarse_pair(opener: _ReaderPool, grid: rio.Grid, factor: int, b_bands, a_ba
         win = item[0]
         return (rio.coarse_cells(*rio.read_window(readers[0], win, bands=b_bands, nodata=nodata),
                                  factor),
-                rio.coarse_cells(*rio.read_window(readers[1], win, bands=a_bands, nodata=nodata),
-                                 factor))
+                rio.coarse_cells(*readers[1].read_rounded(win, bands=a_bands), factor))
 
     for win, cells in opener.map(job, _stripes(blocks, stripe_px)):
         at = (slice(int(win.row_off) // factor, int(win.row_off + win.height) // factor),

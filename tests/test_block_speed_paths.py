@@ -144,6 +144,49 @@ def test_one_shift_read_matches_opencv_cubic_warp(bands, shift):
     np.testing.assert_allclose(got, ref, atol=0.01)
 
 
+@pytest.mark.parametrize("shift", [(2.3, -1.6), (-5.7, 3.2), (0.0, 0.0)])
+def test_rounded_read_is_the_source_moved_by_whole_pixels(shift):
+    # the level field's coarse cells are read with the shift rounded: the source's own values,
+    # moved by the nearest whole pixels, invalid where the window leaves the source
+    rng = np.random.default_rng(8)
+    src = rng.integers(0, 255, (3, 120, 130)).astype(np.uint8)
+    profile = dict(driver="GTiff", width=130, height=120, count=3, dtype="uint8",
+                   crs="EPSG:32636", transform=Affine(0.5, 0, 600000, 0, -0.5, 3900000))
+    w = Window(-4, 10, 100, 105)
+    with MemoryFile() as mf:
+        with mf.open(**profile) as dst:
+            dst.write(src)
+        with mf.open() as ds:
+            got, valid = rio.AfterOnGrid(ds, rio.grid_of(ds), shift_px=shift).read_rounded(w)
+    dx, dy = round(shift[0]), round(shift[1])
+    ref = np.zeros((3, 105, 100), np.float32)
+    inside = np.zeros((105, 100), bool)
+    for i in range(105):
+        for j in range(100):
+            r, c = 10 + i + dy, -4 + j + dx
+            if 0 <= r < 120 and 0 <= c < 130:
+                ref[:, i, j], inside[i, j] = src[:, r, c], True
+    np.testing.assert_array_equal(valid, inside)
+    np.testing.assert_array_equal(got[:, inside], ref[:, inside])
+
+
+def test_coarse_cells_average_the_valid_pixels():
+    rng = np.random.default_rng(9)
+    values = rng.uniform(0, 100, (2, 34, 50)).astype(np.float32)
+    valid = rng.random((34, 50)) > 0.3
+    means, share = rio.coarse_cells(values, valid, 8)
+    assert means.shape == (2, 4, 6) and share.shape == (4, 6)
+    for i in range(4):
+        for j in range(6):
+            cell = (slice(8 * i, 8 * i + 8), slice(8 * j, 8 * j + 8))
+            assert share[i, j] == pytest.approx(valid[cell].mean(), abs=1e-6)
+            np.testing.assert_allclose(means[:, i, j], values[(slice(None),) + cell][:, valid[cell]]
+                                       .mean(axis=1), rtol=1e-5)
+    all_valid = rio.coarse_cells(values, np.ones((34, 50), bool), 8)[0]
+    np.testing.assert_allclose(all_valid, values[:, :32, :48].reshape(2, 4, 8, 6, 8).mean(axis=(2, 4)),
+                               rtol=1e-5)
+
+
 @pytest.mark.parametrize("shift", [(2.3, -1.6), (-0.4, 0.7), (25.5, -31.2), (0.0, 0.0)])
 def test_separable_spline_shift_matches_scipy(shift):
     from scipy import ndimage
