@@ -58,10 +58,11 @@ class CoregistrationConfig(_Strict):
 class RadiometryConfig(_Strict):
     method: Literal["linear-quantile", "none"] = "linear-quantile"
     quantiles: tuple[float, float] = Field((0.02, 0.98), description="quantile range used for the fit")
-    level_m: float = Field(80.0, ge=0, description="spacing (metres) of the nodes of the local "
+    level_m: float = Field(40.0, ge=0, description="spacing (metres) of the nodes of the local "
                            "level field: what the linear map leaves of haze, thin cloud and the "
                            "seasons, each node's level the median difference over twice this "
-                           "side around it; 0 = one level for the scene")
+                           "side around it (wider than the largest aircraft); 0 = one level "
+                           "for the scene")
 
 
 class DifferenceConfig(_Strict):
