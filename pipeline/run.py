@@ -386,7 +386,9 @@ def _run_pair_into(out: Path, before, after, config: Config, *, allow_unregister
             with watch.stage("radiometry"):
                 rad, sigma, noise, structure = _fit_radiometry(b_ds, a_vrt, windows, b_bands,
                                                                a_bands, res, config, coarse)
-            log.info("radiometry %s; score unit %s; structure unit %s", rad.as_dict(),
+            del coarse  # both scenes' cells: not held through the passes
+            log.info("radiometry %s; score unit %s; structure unit %s",
+                     {k: v for k, v in rad.as_dict().items() if k != "level"},
                      np.round(sigma, 3).tolist(), structure and round(structure, 3))
 
             reach = mask_reach_px(config.difference, res)
@@ -643,7 +645,7 @@ def _coarse_pair(opener: _ReaderPool, grid: rio.Grid, factor: int, b_bands, a_ba
     blocks = [(win, win) for r in range(0, h * factor, step) for c in range(0, w * factor, step)
               for win in [Window(c, r, min(step, w * factor - c), min(step, h * factor - r))]]
     out = [np.zeros((len(bands), h, w), np.float32) for bands in (b_bands, a_bands)]
-    share = np.zeros((2, h, w), np.float32)
+    valid = np.ones((h, w), bool)
 
     def job(item, readers):
         win = item[0]
@@ -654,19 +656,23 @@ def _coarse_pair(opener: _ReaderPool, grid: rio.Grid, factor: int, b_bands, a_ba
     for win, cells in opener.map(job, _stripes(blocks, stripe_px)):
         at = (slice(int(win.row_off) // factor, int(win.row_off + win.height) // factor),
               slice(int(win.col_off) // factor, int(win.col_off + win.width) // factor))
-        for k, (means, valid_share) in enumerate(cells):
+        for k, (means, share) in enumerate(cells):
             out[k][(slice(None),) + at] = means
-            share[k][at] = valid_share
-    return out[0], out[1], (share >= 0.5).all(axis=0)
+            valid[at] &= share >= 0.5
+    return out[0], out[1], valid
 
 
 def _fit_level(coarse, factor: int, rad: Radiometry, res_m: float, config: Config):
     """The :class:`~pipeline.radiometry.LevelField` of AFTER after ``rad``'s linear map, from
-    both scenes averaged over ``factor`` pixels (:func:`_coarse_pair`)."""
+    both scenes averaged over ``factor`` pixels (:func:`_coarse_pair`; AFTER's cells are
+    overwritten)."""
     b, a, valid = coarse
     b, a = comparable(b, a)
+    # the linear map in place: on a 30000 px scene each of these arrays is 170 MB
+    a *= np.asarray(rad.gains, np.float32)[:, None, None]
+    a += np.asarray(rad.offsets, np.float32)[:, None, None]
     cell = max(1, round(config.radiometry.level_m / res_m / factor))
-    return fit_level(b, normalise(a, rad), valid, cell=cell, factor=(factor, factor))
+    return fit_level(b, a, valid, cell=cell, factor=(factor, factor))
 
 
 def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad, sigma,
