@@ -66,9 +66,21 @@ class LevelField:
             _bilinear(nodes, np.arange(off, off + n, dtype=np.float64) + 0.5)
             for nodes, off, n in ((self.rows_px, int(window.row_off), int(window.height)),
                                   (self.cols_px, int(window.col_off), int(window.width))))
-        lv = self.levels.astype(np.float32, copy=False)
-        cols = lv[:, :, ix] * (1 - tx) + lv[:, :, jx] * tx  # (B, ny, w)
-        return cols[:, iy] * (1 - ty)[:, None] + cols[:, jy] * ty[:, None]
+        r0, r1 = int(iy.min()), int(jy.max()) + 1  # only the rows of nodes the window needs
+        lv = self.levels[:, r0:r1].astype(np.float32, copy=False)
+        cols = lv[:, :, ix] * (1 - tx) + lv[:, :, jx] * tx  # (B, r1 - r0, w)
+        out = np.empty((cols.shape[0], ty.size, cols.shape[2]), np.float32)
+        if r1 - r0 == 1:
+            out[:] = cols[:, :1]
+            return out
+        step = cols[:, 1:] - cols[:, :-1]
+        # the rows between two rows of nodes at a time: lower + t * (upper - lower)
+        ends = np.flatnonzero(np.diff(iy)) + 1
+        for a, b in zip(np.r_[0, ends], np.r_[ends, iy.size]):
+            j = int(iy[a]) - r0
+            np.multiply(step[:, j, None, :], ty[a:b, None], out=out[:, a:b])
+            out[:, a:b] += cols[:, j, None, :]
+        return out
 
     def as_dict(self) -> dict:
         lv = self.levels
