@@ -373,14 +373,14 @@ def _run_pair_into(out: Path, before, after, config: Config, *, allow_unregister
             coarse = None
             if config.radiometry.level_m > 0 and config.radiometry.method != "none":
                 with watch.stage("level"):
-                    factor = max(1, min(int(config.radiometry.level_m / res // LEVEL_SAMPLES),
-                                        min(grid.width, grid.height) // 8))
+                    level_factor = max(1, min(int(config.radiometry.level_m / res // LEVEL_SAMPLES),
+                                              min(grid.width, grid.height) // 8))
                     opener = _ReaderPool(before, after, grid, field or (dx, dy), nodata,
                                          shared=(b_ds, a_vrt), workers=threads,
                                          gsd_m=config.input.gsd_m)
                     try:
-                        coarse = (_coarse_pair(opener, grid, factor, b_bands, a_bands, config,
-                                               stripe_px), factor)
+                        coarse = (_coarse_pair(opener, grid, level_factor, b_bands, a_bands,
+                                               config, stripe_px), level_factor)
                     finally:
                         opener.close()
             with watch.stage("radiometry"):
@@ -567,9 +567,10 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, res_m: float, config
 
     ``coarse`` ((before, after, valid), factor), both scenes averaged over ``factor`` pixels
     (:func:`_coarse_pair`), adds the local level field (``radiometry.level_m``) to the map;
-    the unit is then measured on what the field leaves. The unit is the robust standard deviation of the smoothed difference (noise), raised where
-    needed so that ``threshold_sigma`` units are at least ``min_contrast`` of BEFORE's range.
-    With ``difference.local_noise_m`` the third result is the :class:`LocalNoise` of pass 1
+    the unit is then measured on what the field leaves. The unit is the robust standard
+    deviation of the smoothed difference (noise), raised where needed so that
+    ``threshold_sigma`` units are at least ``min_contrast`` of BEFORE's range. With
+    ``difference.local_noise_m`` the third result is the :class:`LocalNoise` of pass 1
     (its neighbourhood in pixels of ``res_m``), else None. With
     ``difference.structure_unit`` the fourth is the unit of the structure score
     (:func:`~pipeline.difference.structure_score`): that many robust standard deviations of
