@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .config import DifferenceConfig
+from .coregister import gradient_magnitude as _image_gradient
 
 
 def _disk(radius_px: float) -> np.ndarray | None:
@@ -37,9 +38,7 @@ def gradient_magnitude(bands: list[np.ndarray]) -> np.ndarray:
     for band in bands[1:]:
         mean += band
     mean /= np.float32(len(bands))
-    gx = cv2.Sobel(mean, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(mean, cv2.CV_32F, 0, 1, ksize=3)
-    return cv2.magnitude(gx, gy)
+    return _image_gradient(mean, sigma_px=0)
 
 
 def structure_score(sb: list[np.ndarray], sa: list[np.ndarray], unit: float,

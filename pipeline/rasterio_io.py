@@ -443,18 +443,21 @@ class AfterOnGrid:
             ok = warp(grown, cv2.INTER_NEAREST, cv2.BORDER_CONSTANT) > 0
         return out, ok
 
+    def _shift_at(self, col: float, row: float) -> tuple[float, float]:
+        """AFTER's displacement (dx, dy) at one point of the BEFORE grid: the one shift, or the
+        field's value there."""
+        if self.field is None:
+            return self.shift_px
+        return tuple(float(v[0]) for v in self.field(np.float32([col]), np.float32([row])))
+
     def read_rounded(self, window: Window, *, bands: list[int] | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`read_window` with the shift rounded to whole pixels (the field's at the
         window's centre), no resampling: for statistics over cells many pixels wide."""
         idx = list(range(1, len(self.bands) + 1)) if bands is None else bands
         src_bands = [self._src_bands[i - 1] for i in idx]
-        if self.field is None:
-            dx, dy = self.shift_px
-        else:
-            c = np.float32([window.col_off + window.width / 2])
-            r = np.float32([window.row_off + window.height / 2])
-            dx, dy = (float(v[0]) for v in self.field(c, r))
+        dx, dy = self._shift_at(window.col_off + window.width / 2,
+                                window.row_off + window.height / 2)
         ox, oy = self._offset
         w, h = int(window.width), int(window.height)
         data, valid, whole = self._read_source(round(window.col_off + dx + ox),
@@ -491,11 +494,7 @@ class AfterOnGrid:
         """The whole of AFTER averaged onto a coarse ``grid`` (the shift at the scene's centre
         undone): GDAL's warper averages the source straight onto it."""
         idx = list(range(1, len(self.bands) + 1)) if bands is None else bands
-        if self.field is None:
-            dx, dy = self.shift_px
-        else:
-            cx, cy = np.float32([self.grid.width / 2]), np.float32([self.grid.height / 2])
-            dx, dy = (float(v[0]) for v in self.field(cx, cy))
+        dx, dy = self._shift_at(self.grid.width / 2, self.grid.height / 2)
         shift = (dx * grid.width / self.grid.width, dy * grid.height / self.grid.height)
         with warped_onto(self.ds, grid, shift_px=shift, nodata=self.nodata,
                          resampling=Resampling.average) as vrt:

@@ -160,7 +160,7 @@ def scene_pictures(b_ds, a_vrt, grid: rio.Grid, detections: list[Detection], b_b
     Returns a dict with ``before``, ``after`` ((M, N, 3) uint8), ``scale`` (picture pixels per
     BEFORE pixel), ``res_m`` (BEFORE pixel size, metres), ``detections``, ``chips``
     ({id: [before, after]} display chips with the outline drawn) and ``chip_data``
-    ({id: dict(before, after, valid, offset, window)}: the values read, float32 (B, m, n), for the
+    ({id: dict(before, after, valid, window)}: the values read, float32 (B, m, n), for the
     change-score chip of :func:`write_html`); both are mappings that read a chip when it is
     asked for, so memory does not grow with the number of detections. ``overview`` (a :class:`Overview` on the picture
     grid, filled while the blocks were read) saves a second read of both scenes.
@@ -230,8 +230,7 @@ class _Chips:
                     *rio.read_window(readers[1], w, bands=a_bands, nodata=nodata))
 
     def get(self, det_id: str) -> tuple[list, dict]:
-        """([before, after] display chips, dict(before, after, valid, offset, window)) of a
-        detection."""
+        """([before, after] display chips, dict(before, after, valid, window)) of a detection."""
         last = getattr(self._local, "last", (None, None))
         if last[0] == det_id:
             return last[1]
@@ -241,8 +240,7 @@ class _Chips:
         offset = (int(w.col_off), int(w.row_off))
         chip = ([chip_picture(to_display(cb, cvb, b_limits), det, offset),
                  chip_picture(to_display(ca, cva, a_limits), det, offset)],
-                {"before": cb, "after": ca, "valid": cvb & cva, "offset": offset,
-                 "window": w})
+                {"before": cb, "after": ca, "valid": cvb & cva, "window": w})
         self._local.last = (det_id, chip)
         return chip
 
@@ -715,7 +713,9 @@ def _gallery_rows(report: dict, detections: list[Detection], pictures: dict, e):
         s, data = score_of(d)
         score_cell = "<td class=na>no score</td>"
         if s is not None:
-            score_cell = f"<td>{_img_tag(chip_picture(colour_score(s, top), d, data['offset']), d.id + ' change score', 'chip')}</td>"
+            w = data["window"]
+            picture = chip_picture(colour_score(s, top), d, (int(w.col_off), int(w.row_off)))
+            score_cell = f"<td>{_img_tag(picture, d.id + ' change score', 'chip')}</td>"
         colour = "#%02x%02x%02x" % CHANGE_COLOURS[d.change]
         return (
             f'<tr id="{e(d.id)}"><td class=idcell><span class=tag style="background:{colour}">'
