@@ -9,6 +9,12 @@ among them are made even where a classical rule would drop them
 keeps those whose probability reaches the model's threshold (chosen by the training command on
 held-out airports, not tuned by hand) or ``verifier.threshold`` when given.
 
+Its features measure the candidate's size, score, contrast and texture against the ground
+around it, the classical rule it breaks, the planform of the object as the mask and as the
+image that holds it show it (:func:`shape_features`: a cross of wings over a fuselage,
+symmetric, far from convex), and whether the other image shows the same object a little way off
+(:func:`found_in_other`: an aircraft towed a few metres, no change to the annotations).
+
 The model is a small gradient-boosted tree ensemble (trained with scikit-learn's
 HistGradientBoostingClassifier) stored as JSON text beside this module (``verifier_model.json``):
 feature names, each tree's nodes and leaf values, and the threshold.
@@ -22,6 +28,7 @@ import math
 from functools import lru_cache
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .blobs import Blob
@@ -34,6 +41,12 @@ MODEL_PATH = Path(__file__).with_name("verifier_model.json")
 # whether the classical path keeps it) and keeps every candidate: the training dump.
 RECORD: list | None = None
 
+# the planform of a mask (:func:`shape_features`): an aircraft is a cross (wings across a
+# fuselage), symmetric about its fuselage, far from convex; a vehicle, a roof or a patch of
+# asphalt is none of these
+SHAPE_FEATURES = ("solidity", "symmetry", "cross_major", "peak_major", "cross_minor",
+                  "peak_minor", "log_hu1")
+
 FEATURES = (
     "log_blob_length", "log_blob_width", "log_blob_area", "blob_fill",
     "log_obj_length", "log_obj_width", "log_obj_area", "obj_elongation", "obj_fill",
@@ -43,6 +56,8 @@ FEATURES = (
     "other_contrast_sigma", "hold_texture_ratio", "other_texture_ratio", "hold_ring_texture",
     "ring_static_share", "strong_share", "large",
     "rule_static", "rule_shadow", "rule_vehicle_group", "rule_compact", "rule_noclass",
+    *(f"{m}_{f}" for m in ("obj", "sil") for f in SHAPE_FEATURES),
+    "match_other", "match_shift", "match_same",
 )
 # the classical rules (:func:`pipeline.classify.classical_rule`) a candidate breaks, as features
 RULES = ("static", "shadow", "vehicle-group", "compact", "noclass")
@@ -50,6 +65,115 @@ RULES = ("static", "shadow", "vehicle-group", "compact", "noclass")
 
 def _lum(image: np.ndarray) -> np.ndarray:
     return image.mean(axis=0)
+
+
+def shape_features(mask: np.ndarray, res_m: tuple[float, float]) -> list[float]:
+    """The planform of a boolean mask, in :data:`SHAPE_FEATURES` order.
+
+    - ``solidity``: its area over its convex hull's (pixel corners in the hull);
+    - ``symmetry``: the share of its pixels whose mirror image about its major or minor
+      principal axis is in it too (the better of the two axes);
+    - ``cross_major`` / ``cross_minor``: along each principal axis, the largest slice of it
+      (slices 1 m thick, or a 24th of its extent when larger) over the median slice: wings
+      across a fuselage make a peak, a rectangle none; ``peak_*``: how far that largest slice
+      lies from the centre, in half extents (0 at the centre, 1 at an end);
+    - ``log_hu1``: the log of its first Hu moment (its spread about the centroid over its area
+      squared: larger for a cross than for a compact shape of the same area).
+    """
+    ys, xs = np.nonzero(mask)
+    if xs.size < 6:
+        return [0.0] * len(SHAPE_FEATURES)
+    rx, ry = res_m
+    pts = np.column_stack([xs * rx, ys * ry]).astype(np.float64)
+    centre = pts.mean(axis=0)
+    d = pts - centre
+    _, vecs = np.linalg.eigh(d.T @ d / len(d))
+    minor, major = vecs[:, 0], vecs[:, 1]
+    u, v = d @ major, d @ minor
+    corners = (np.column_stack([xs, ys])[:, None, :]
+               + np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]])[None])
+    hull = cv2.convexHull(corners.reshape(-1, 2).astype(np.float32))
+    solidity = xs.size / max(float(cv2.contourArea(hull)), 1.0)
+
+    def mirrored_share(a, b):  # mirror about the axis along ``a``: b -> -b
+        q = centre + np.outer(a[0], a[1]) - np.outer(b[0], b[1])
+        c = np.rint(q[:, 0] / rx).astype(np.intp)
+        r = np.rint(q[:, 1] / ry).astype(np.intp)
+        ok = (c >= 0) & (r >= 0) & (c < mask.shape[1]) & (r < mask.shape[0])
+        hit = np.zeros(c.size, bool)
+        hit[ok] = mask[r[ok], c[ok]]
+        return float(hit.mean())
+    symmetry = max(mirrored_share((u, major), (v, minor)), mirrored_share((v, minor), (u, major)))
+
+    def cross(t):
+        extent = float(t.max() - t.min())
+        step = max(1.0, extent / 24)
+        counts = np.bincount(((t - t.min()) / step).astype(np.intp))
+        counts = counts[counts > 0]
+        k = int(np.argmax(counts))
+        mid = (len(counts) - 1) / 2
+        return (float(counts[k]) / max(float(np.median(counts)), 1.0),
+                abs(k - mid) / max(mid, 1.0))
+    cross_major, peak_major = cross(u)
+    cross_minor, peak_minor = cross(v)
+    area = xs.size * rx * ry
+    hu1 = float((u ** 2 + v ** 2).sum() * rx * ry) / max(area * area, 1e-9)
+    return [solidity, symmetry, cross_major, peak_major, cross_minor, peak_minor,
+            math.log(max(hu1, 1e-6))]
+
+
+def found_in_other(obj: np.ndarray, holding: np.ndarray, other: np.ndarray,
+                   res_m: tuple[float, float], *, max_shift_m: float = 15.0) -> list[float]:
+    """Whether the other image shows the same object a little way off (an aircraft towed a few
+    metres, which the annotations count as no change): the holding image's patch over the
+    object (its box and 1 m around) sought in the other image within half the object's length
+    (at most ``max_shift_m``) by normalised cross-correlation.
+
+    Returns the best correlation, its shift in object lengths, and the correlation where the
+    object is (no shift); zeros for a flat patch.
+    """
+    ys, xs = np.nonzero(obj)
+    if xs.size < 6:
+        return [0.0, 0.0, 0.0]
+    res = min(res_m)
+    m = max(1, int(round(1.0 / res)))
+    h, w = obj.shape
+    r0, r1 = max(int(ys.min()) - m, 0), min(int(ys.max()) + 1 + m, h)
+    c0, c1 = max(int(xs.min()) - m, 0), min(int(xs.max()) + 1 + m, w)
+    length_m = max(r1 - r0, c1 - c0) * res
+    s = int(round(min(0.5 * length_m, max_shift_m) / res))
+    sr0, sr1, sc0, sc1 = max(r0 - s, 0), min(r1 + s, h), max(c0 - s, 0), min(c1 + s, w)
+    t = np.ascontiguousarray(holding[r0:r1, c0:c1], np.float32)
+    if float(t.std()) < 1e-3:
+        return [0.0, 0.0, 0.0]
+    ncc = cv2.matchTemplate(np.ascontiguousarray(other[sr0:sr1, sc0:sc1], np.float32), t,
+                            cv2.TM_CCOEFF_NORMED)
+    ncc = np.nan_to_num(ncc, nan=0.0)
+    k = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
+    dy, dx = k[0] - (r0 - sr0), k[1] - (c0 - sc0)
+    return [float(ncc[k]), float(math.hypot(dx, dy) * res / max(length_m, 1e-6)),
+            float(ncc[r0 - sr0, c0 - sc0])]
+
+
+def silhouette(inside: np.ndarray, obj: np.ndarray, lum: np.ndarray, ring: np.ndarray,
+               res_m: tuple[float, float]) -> np.ndarray:
+    """The object as the image that holds it shows it, whatever the change mask kept: pixels
+    within 2 m of the blob that stand out from the ring's ground (3 robust sigmas, and 5 % of
+    its level), the pieces of them that touch ``obj``; ``obj`` when none does."""
+    if ring.sum() < 8:
+        return obj
+    g = lum[ring]
+    level = float(np.median(g))
+    spread = max(robust_sigma(g), 0.05 * abs(level) / 3, 1e-6)
+    reach = max(1, int(round(2.0 / min(res_m))))
+    near = cv2.dilate(inside.astype(np.uint8), np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
+    out = ((np.abs(lum - level) > 3 * spread) & (near > 0)).astype(np.uint8)
+    out = cv2.morphologyEx(out, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    _, labels = cv2.connectedComponents(out, connectivity=8)
+    keep = np.unique(labels[obj & (labels > 0)])
+    if keep.size == 0:
+        return obj
+    return np.isin(labels, keep)
 
 
 def candidate_features(raw: Blob, det: Detection, before: np.ndarray, after: np.ndarray,
@@ -108,6 +232,9 @@ def candidate_features(raw: Blob, det: Detection, before: np.ndarray, after: np.
         shadow, hc, oc, lg(max(hcs, 1e-3)), lg(max(ocs, 1e-3)), lg(max(ht, 1e-3)),
         lg(max(ot, 1e-3)), ring_tex, static, strong, float(raw.length_m >= 30.0),
         *(float(rule == r) for r in RULES),
+        *shape_features(obj, res_m),
+        *shape_features(silhouette(inside, obj, hl, ring, res_m), res_m),
+        *found_in_other(obj, hl, ol, res_m),
     ]
     return np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 
