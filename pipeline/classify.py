@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
+import shapely
 
 from .blobs import Blob, measure
 from .difference import robust_sigma, shadow_like
@@ -76,6 +77,32 @@ def link_moves(detections: list[Detection], res_m: tuple[float, float], *,
         if sum(c in cands for cands in candidates.values()) == 1:
             partner[g.id], partner[c.id] = c.id, g.id
     return [replace(d, moved_with=partner[d.id]) if d.id in partner else d for d in detections]
+
+
+def one_per_object(detections: list[Detection], *, max_overlap: float) -> list[Detection]:
+    """One detection per object: of two of one category and change whose rectangles overlap by
+    more than ``max_overlap`` of the smaller one's area, only the larger is kept (two pieces of
+    one object: a split that cut a helicopter at its rotor, a nose measured apart from its
+    aircraft). Larger ones are kept first, so a detection is dropped only for one that is kept;
+    the order of those kept is unchanged. ``max_overlap`` 1 keeps them all."""
+    if max_overlap >= 1 or len(detections) < 2:
+        return detections
+    rects = shapely.polygons([d.blob.corners_px for d in detections])
+    areas = shapely.area(rects)
+    tree = shapely.STRtree(rects)
+    kept: list[int] = []
+    is_kept = np.zeros(len(detections), bool)
+    for i in np.argsort(-areas, kind="stable"):
+        d = detections[i]
+        near = [int(k) for k in tree.query(rects[i], predicate="intersects")
+                if is_kept[k] and detections[k].change == d.change
+                and detections[k].category == d.category]
+        if any(shapely.area(shapely.intersection(rects[i], rects[k]))
+               > max_overlap * min(areas[i], areas[k]) for k in near):
+            continue
+        kept.append(int(i))
+        is_kept[i] = True
+    return [detections[i] for i in sorted(kept)]
 
 
 def class_fit(length_m: float, width_m: float, cls: FootprintClass) -> float:

@@ -181,6 +181,10 @@ class SplitConfig(_Strict):
                                        "of the narrowest aircraft class")
     min_separation_m: float | None = Field(None, gt=0, description="cores closer than this are "
                                            "one object's; null = the same least width")
+    max_overlap: float = Field(0.2, gt=0, le=1, description="of two detections of one category "
+                               "and change whose rectangles overlap by more than this share of "
+                               "the smaller's area, only the larger is reported (two pieces of "
+                               "one object); 1 = keep both")
 
 
 class OutputConfig(_Strict):

@@ -24,8 +24,8 @@ from . import __version__
 from . import rasterio_io as rio
 from . import verifier
 from .blobs import Blob, find_blobs, measure, split_at_necks
-from .classify import (Detection, classical_rule, classify_blob, link_moves,
-                       may_hold_class, ring_around)
+from .classify import (Detection, classical_rule, classify_blob, link_moves, may_hold_class,
+                       one_per_object, ring_around)
 from .config import Config
 from .coregister import Shift, estimate_field, estimate_shift
 from .difference import (LOCAL_NOISE_M, LocalNoise, block_change_mask, change_score,
@@ -454,6 +454,7 @@ def _run_pair_into(out: Path, before, after, config: Config, *, allow_unregister
                 raise
 
             detections.sort(key=lambda d: (round(d.blob.centroid_px[1]), d.blob.centroid_px[0]))
+            detections = one_per_object(detections, max_overlap=config.split.max_overlap)
             detections = [d.with_id(f"d{i + 1:03d}") for i, d in enumerate(detections)]
             if config.moves.enabled:
                 detections = link_moves(detections, grid.res_m,

@@ -7,7 +7,8 @@ import pytest
 from affine import Affine
 
 from conftest import write_tif
-from pipeline.blobs import split_at_necks
+from pipeline.blobs import Blob, split_at_necks
+from pipeline.classify import Detection, one_per_object
 from pipeline.config import Config
 from pipeline.run import run_pair
 
@@ -134,3 +135,26 @@ def test_one_body_with_thin_wings_stays_whole():
 def test_split_refuses_a_3d_array():
     with pytest.raises(ValueError, match="2D"):
         split_at_necks(np.ones((2, 4, 4), bool), RES_M, core_width_m=5.0, min_separation_m=5.0)
+
+
+def _rect_det(id_, change, c0, r0, c1, r1, category="aircraft"):
+    corners = ((c0, r0), (c1, r0), (c1, r1), (c0, r1))
+    blob = Blob((c0, r0, c1, r1), (c1 - c0) * (r1 - r0), ((c0 + c1) / 2, (r0 + r1) / 2),
+                corners, (c1 - c0) / 2, (r1 - r0) / 2, (c1 - c0) * (r1 - r0) / 4, 0.0, 6.0, 9.0)
+    return Detection(blob, "helicopter", category, change, 0.9, 0.8, 1.0, 0.1, id_)
+
+
+def test_two_pieces_of_one_object_are_one_detection():
+    # a helicopter cut at its rotor into a 28 x 18 px piece and a 20 x 18 px one that overlaps
+    # it by a third of its area: the larger stays
+    large = _rect_det("a", "appeared", 100, 100, 128, 118)
+    small = _rect_det("b", "appeared", 120, 100, 140, 118)
+    # beside them, not counted against them: another object, the other change, a launcher
+    apart = _rect_det("c", "appeared", 140, 100, 160, 118)  # touches the small piece only
+    gone = _rect_det("d", "disappeared", 118, 100, 138, 118)
+    truck = _rect_det("e", "appeared", 110, 104, 124, 110, category="launcher")
+    dets = [large, small, apart, gone, truck]
+    assert [d.id for d in one_per_object(dets, max_overlap=0.3)] == ["a", "c", "d", "e"]
+    # the share is of the smaller one's area: 8 of 20 columns is 0.4
+    assert [d.id for d in one_per_object(dets, max_overlap=0.45)] == ["a", "b", "c", "d", "e"]
+    assert one_per_object(dets, max_overlap=1.0) == dets
