@@ -90,7 +90,6 @@ def one_per_object(detections: list[Detection], *, max_overlap: float) -> list[D
     rects = shapely.polygons([d.blob.corners_px for d in detections])
     areas = shapely.area(rects)
     tree = shapely.STRtree(rects)
-    kept: list[int] = []
     is_kept = np.zeros(len(detections), bool)
     for i in np.argsort(-areas, kind="stable"):
         d = detections[i]
@@ -100,9 +99,8 @@ def one_per_object(detections: list[Detection], *, max_overlap: float) -> list[D
         if any(shapely.area(shapely.intersection(rects[i], rects[k]))
                > max_overlap * min(areas[i], areas[k]) for k in near):
             continue
-        kept.append(int(i))
         is_kept[i] = True
-    return [detections[i] for i in sorted(kept)]
+    return [detections[i] for i in np.flatnonzero(is_kept)]
 
 
 def class_fit(length_m: float, width_m: float, cls: FootprintClass) -> float:
