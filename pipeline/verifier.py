@@ -136,12 +136,12 @@ def found_in_other(obj: np.ndarray, holding: np.ndarray, other: np.ndarray,
     if xs.size < 6:
         return [0.0, 0.0, 0.0]
     res = min(res_m)
-    m = max(1, int(round(1.0 / res)))
+    m = max(1, round(1.0 / res))
     h, w = obj.shape
     r0, r1 = max(int(ys.min()) - m, 0), min(int(ys.max()) + 1 + m, h)
     c0, c1 = max(int(xs.min()) - m, 0), min(int(xs.max()) + 1 + m, w)
     length_m = max(r1 - r0, c1 - c0) * res
-    s = int(round(min(0.5 * length_m, max_shift_m) / res))
+    s = round(min(0.5 * length_m, max_shift_m) / res)
     sr0, sr1, sc0, sc1 = max(r0 - s, 0), min(r1 + s, h), max(c0 - s, 0), min(c1 + s, w)
     t = np.ascontiguousarray(holding[r0:r1, c0:c1], np.float32)
     if float(t.std()) < 1e-3:
@@ -165,7 +165,7 @@ def silhouette(inside: np.ndarray, obj: np.ndarray, lum: np.ndarray, ring: np.nd
     g = lum[ring]
     level = float(np.median(g))
     spread = max(robust_sigma(g), 0.05 * abs(level) / 3, 1e-6)
-    reach = max(1, int(round(2.0 / min(res_m))))
+    reach = max(1, round(2.0 / min(res_m)))
     near = cv2.dilate(inside.astype(np.uint8), np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
     out = ((np.abs(lum - level) > 3 * spread) & (near > 0)).astype(np.uint8)
     out = cv2.morphologyEx(out, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
