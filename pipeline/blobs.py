@@ -38,6 +38,13 @@ class Blob:
     label: int = 0
 
 
+def pixel_corners(points_px: np.ndarray) -> np.ndarray:
+    """The four corners (K * 4, 2) of the pixels whose centres are ``points_px`` (K, 2) (col,
+    row): each pixel a square, so that one pixel's outline is one pixel wide."""
+    offsets = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]])
+    return (points_px[:, None, :] + offsets[None]).reshape(-1, 2)
+
+
 def min_area_rect_m(points_px: np.ndarray, res_m: tuple[float, float]
                     ) -> tuple[float, float, float, np.ndarray]:
     """Minimum-area rectangle of pixel-centre points (K, 2) (col, row), measured in metres.
@@ -47,9 +54,7 @@ def min_area_rect_m(points_px: np.ndarray, res_m: tuple[float, float]
     clockwise from north, 0 to 180) and the (4, 2) corners in pixel coordinates.
     """
     rx, ry = res_m
-    offsets = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]])
-    corners = (points_px[:, None, :] + offsets[None]).reshape(-1, 2)
-    metric = (corners * np.array([rx, ry])).astype(np.float32)
+    metric = (pixel_corners(points_px) * np.array([rx, ry])).astype(np.float32)
     (cx, cy), (w, h), _ = rect = cv2.minAreaRect(metric)
     box_m = cv2.boxPoints(rect)
     e1 = box_m[1] - box_m[0]

@@ -221,6 +221,14 @@ def object_pixels(inside: np.ndarray, holding: np.ndarray, other: np.ndarray,
     return obj if obj.sum() >= 0.25 * inside.sum() else inside
 
 
+def stands_out(lum: np.ndarray, ring: np.ndarray, *, relative: float) -> np.ndarray:
+    """Where ``lum`` (one image's luminance chip) departs from the ground of the (non-empty)
+    ``ring`` around a blob by more than 3 of its robust sigmas and ``relative`` of its median."""
+    ground = lum[ring]
+    centre = float(np.median(ground))
+    return np.abs(lum - centre) > max(3.0 * robust_sigma(ground), relative * abs(centre), 1e-6)
+
+
 def vehicle_group(inside: np.ndarray, holding: np.ndarray, ring: np.ndarray,
                   res_m: tuple[float, float], *, max_piece_m: float = 8.0,
                   min_pieces: int = 3) -> bool:
@@ -230,12 +238,8 @@ def vehicle_group(inside: np.ndarray, holding: np.ndarray, ring: np.ndarray,
     is one piece longer than that, whatever its wings and shadow do."""
     if not ring.any():
         return False
-    lum = holding.mean(axis=0)
-    ground = lum[ring]
-    centre = float(np.median(ground))
-    spread = robust_sigma(ground)
-    stands_out = inside & (np.abs(lum - centre) > max(3.0 * spread, 0.1 * abs(centre), 1e-6))
-    n, _, stats, _ = cv2.connectedComponentsWithStats(stands_out.astype(np.uint8), connectivity=8)
+    out = inside & stands_out(holding.mean(axis=0), ring, relative=0.1)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(out.astype(np.uint8), connectivity=8)
     pieces = [s for s in stats[1:] if s[cv2.CC_STAT_AREA] >= 4]
     if len(pieces) < min_pieces:
         return False

@@ -31,8 +31,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .blobs import Blob
-from .classify import Detection, object_pixels, shadow_share, static_share
+from .blobs import Blob, pixel_corners
+from .classify import Detection, object_pixels, shadow_share, stands_out, static_share
 from .difference import robust_sigma
 
 MODEL_PATH = Path(__file__).with_name("verifier_model.json")
@@ -90,9 +90,7 @@ def shape_features(mask: np.ndarray, res_m: tuple[float, float]) -> list[float]:
     _, vecs = np.linalg.eigh(d.T @ d / len(d))
     minor, major = vecs[:, 0], vecs[:, 1]
     u, v = d @ major, d @ minor
-    corners = (np.column_stack([xs, ys])[:, None, :]
-               + np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]])[None])
-    hull = cv2.convexHull(corners.reshape(-1, 2).astype(np.float32))
+    hull = cv2.convexHull(pixel_corners(np.column_stack([xs, ys])).astype(np.float32))
     solidity = xs.size / max(float(cv2.contourArea(hull)), 1.0)
 
     def mirrored_share(a, b):  # mirror about the axis along ``a``: b -> -b
@@ -158,16 +156,14 @@ def found_in_other(obj: np.ndarray, holding: np.ndarray, other: np.ndarray,
 def silhouette(inside: np.ndarray, obj: np.ndarray, lum: np.ndarray, ring: np.ndarray,
                res_m: tuple[float, float]) -> np.ndarray:
     """The object as the image that holds it shows it, whatever the change mask kept: pixels
-    within 2 m of the blob that stand out from the ring's ground (3 robust sigmas, and 5 % of
-    its level), the pieces of them that touch ``obj``; ``obj`` when none does."""
+    within 2 m of the blob that stand out from the ring's ground
+    (:func:`pipeline.classify.stands_out`, and by 5 % of its level), the pieces of them that
+    touch ``obj``; ``obj`` when none does."""
     if ring.sum() < 8:
         return obj
-    g = lum[ring]
-    level = float(np.median(g))
-    spread = max(robust_sigma(g), 0.05 * abs(level) / 3, 1e-6)
     reach = max(1, round(2.0 / min(res_m)))
     near = cv2.dilate(inside.astype(np.uint8), np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
-    out = ((np.abs(lum - level) > 3 * spread) & (near > 0)).astype(np.uint8)
+    out = (stands_out(lum, ring, relative=0.05) & (near > 0)).astype(np.uint8)
     out = cv2.morphologyEx(out, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     _, labels = cv2.connectedComponents(out, connectivity=8)
     keep = np.unique(labels[obj & (labels > 0)])
