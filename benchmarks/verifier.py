@@ -10,7 +10,9 @@ every aircraft candidate whose mean change score reaches ``verifier.min_sigma`` 
 and whether the classical path (``difference.blob_sigma``) keeps it, and writes one JSON file per
 pair under ``--work/cases``. A candidate's label: it matches a truth aircraft of the same change
 (as :func:`pipeline.cases.score_case` matches, all candidates at once); unmatched candidates on
-an ignore region are left out of training. Synthetic seeds 4-11 (``pipeline.synth``) train, so
+an ignore region, and those that one_per_object would merge with a matched one, are left out of
+training. Every candidate is recorded (``split.max_overlap`` 1): the verifier judges them before
+one_per_object, which ``loao`` applies to those it keeps, as run.py does. Synthetic seeds 4-11 (``pipeline.synth``) train, so
 that synthetic aircraft are not rejected; seeds 0-3, the suite of accuracy.py, are only scored.
 
 ``loao``: for each airport (G1..G8), a model trained on the other airports (and the synthetic
@@ -31,13 +33,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import shapely
+import shapely.geometry
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import synth, verifier  # noqa: E402
 from pipeline.cases import detection_labels, score_case  # noqa: E402
-from pipeline.config import Config, load_config  # noqa: E402
+from pipeline.classify import larger_of_overlapping  # noqa: E402
+from pipeline.config import Config, SplitConfig, load_config  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.evaluate import is_ignore, load_features  # noqa: E402
 from pipeline.run import run_pair  # noqa: E402
@@ -88,7 +93,11 @@ def dump_pair(name: str, kind: str, group: str, before: Path, after: Path, truth
 
 def cmd_dump(args) -> None:
     config = load_config(args.config)
-    config = config.model_copy(update={"verifier": config.verifier.model_copy(update={"enabled": False})})
+    # every candidate recorded and labelled: the verifier judges them all before
+    # one_per_object, which score_kept applies to those kept
+    config = config.model_copy(update={
+        "verifier": config.verifier.model_copy(update={"enabled": False}),
+        "split": config.split.model_copy(update={"max_overlap": 1.0})})
     real = real_config(config)
     cases = args.work / "cases"
     cases.mkdir(parents=True, exist_ok=True)
@@ -128,7 +137,31 @@ def cmd_dump(args) -> None:
 
 
 def load_cases(work: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((work / "cases").glob("*.json"))]
+    cases = [json.loads(p.read_text()) for p in sorted((work / "cases").glob("*.json"))]
+    for c in cases:
+        _unlabel_duplicates(c["aircraft"])
+    return cases
+
+
+def _unlabel_duplicates(aircraft: list[dict], max_overlap: float = SplitConfig().max_overlap
+                        ) -> None:
+    """Candidates that one_per_object would merge with a true one (another piece of the same
+    aircraft, the aircraft grown from another of its pieces) are neither rewarded nor punished
+    in training: label -1. The one-to-one match gave the truth to one of them; which one the
+    pipeline reports is one_per_object's choice (the larger), scored exactly by score_kept."""
+    pos = [f for f in aircraft if f["properties"]["_label"] == 1]
+    if not pos:
+        return
+    rects = [shapely.geometry.shape(f["geometry"]) for f in pos]
+    for f in aircraft:
+        if f["properties"]["_label"] != 0:
+            continue
+        g = shapely.geometry.shape(f["geometry"])
+        for p, r in zip(pos, rects):
+            if (p["properties"]["change"] == f["properties"]["change"] and g.intersects(r)
+                    and g.intersection(r).area > max_overlap * min(g.area, r.area)):
+                f["properties"]["_label"] = -1
+                break
 
 
 def _xy(cases: list[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -207,8 +240,17 @@ def choose_threshold(cases: list[dict], settings: dict) -> tuple[float, float]:
     return float(THRESHOLDS[int(np.argmax(f1))]), float(f1.max())
 
 
-def score_kept(case: dict, keep) -> tuple[int, int, int]:
-    found = [f for f in case["aircraft"] if keep(f["properties"])] + case["others"]
+def score_kept(case: dict, keep, max_overlap: float = SplitConfig().max_overlap
+               ) -> tuple[int, int, int]:
+    """The pair's score with the aircraft candidates ``keep`` keeps, one per object
+    (:func:`pipeline.classify.one_per_object`, as run.py applies it after the verifier)."""
+    kept = [f for f in case["aircraft"] if keep(f["properties"])]
+    if kept:
+        rects = np.array([shapely.geometry.shape(f["geometry"]) for f in kept], dtype=object)
+        one = larger_of_overlapping(rects, [f["properties"]["change"] for f in kept],
+                                    max_overlap=max_overlap)
+        kept = [f for f, k in zip(kept, one) if k]
+    found = kept + case["others"]
     s = score_case(case["truth"], found).score
     return s.tp, s.fp, s.fn
 

@@ -83,24 +83,32 @@ def one_per_object(detections: list[Detection], *, max_overlap: float) -> list[D
     """One detection per object: of two of one category and change whose rectangles overlap by
     more than ``max_overlap`` of the smaller one's area, only the larger is kept (two pieces of
     one object: a split that cut a helicopter at its rotor, a nose measured apart from its
-    aircraft). Larger ones are kept first, so a detection is dropped only for one that is kept;
-    the order of those kept is unchanged. ``max_overlap`` 1 keeps them all."""
-    if max_overlap >= 1 or len(detections) < 2:
-        return detections
-    rects = shapely.polygons([d.blob.corners_px for d in detections])
+    aircraft, a piece of an aircraft and the aircraft its image shows). Larger ones are kept
+    first, so a detection is dropped only for one that is kept; the order of those kept is
+    unchanged. ``max_overlap`` 1 keeps them all."""
+    kept = larger_of_overlapping(shapely.polygons([d.blob.corners_px for d in detections])
+                                 if detections else [],
+                                 [(d.category, d.change) for d in detections],
+                                 max_overlap=max_overlap)
+    return [d for d, k in zip(detections, kept) if k]
+
+
+def larger_of_overlapping(rects, groups: list, *, max_overlap: float) -> np.ndarray:
+    """Which of the polygons ``rects`` :func:`one_per_object` keeps: of two of one group whose
+    overlap exceeds ``max_overlap`` of the smaller's area, the larger (bool per polygon)."""
+    if max_overlap >= 1 or len(groups) < 2:
+        return np.ones(len(groups), bool)
     areas = shapely.area(rects)
     tree = shapely.STRtree(rects)
-    is_kept = np.zeros(len(detections), bool)
+    is_kept = np.zeros(len(groups), bool)
     for i in np.argsort(-areas, kind="stable"):
-        d = detections[i]
         near = [int(k) for k in tree.query(rects[i], predicate="intersects")
-                if is_kept[k] and detections[k].change == d.change
-                and detections[k].category == d.category]
+                if is_kept[k] and groups[k] == groups[i]]
         if any(shapely.area(shapely.intersection(rects[i], rects[k]))
                > max_overlap * min(areas[i], areas[k]) for k in near):
             continue
         is_kept[i] = True
-    return [detections[i] for i in np.flatnonzero(is_kept)]
+    return is_kept
 
 
 def class_fit(length_m: float, width_m: float, cls: FootprintClass) -> float:

@@ -185,6 +185,12 @@ class SplitConfig(_Strict):
                                "and change whose rectangles overlap by more than this share of "
                                "the smaller's area, only the larger is reported (two pieces of "
                                "one object); 1 = keep both")
+    grow_m: float = Field(8.0, ge=0, description="with the verifier on, an aircraft candidate "
+                          "is also measured as each image shows the object within this far of "
+                          "its blob (the pixels that stand out from the ground around it, joined "
+                          "to it, less than half of them standing out in the other image too), "
+                          "for the verifier to judge: a mask cut into pieces where the other "
+                          "image holds something as bright is one candidate again; 0 = off")
 
 
 class OutputConfig(_Strict):

@@ -25,7 +25,7 @@ from . import rasterio_io as rio
 from . import verifier
 from .blobs import Blob, find_blobs, measure, split_at_necks
 from .classify import (Detection, classical_rule, classify_blob, link_moves, may_hold_class,
-                       one_per_object, ring_around)
+                       one_per_object, ring_around, stands_out)
 from .config import Config
 from .coregister import Shift, estimate_field, estimate_shift
 from .difference import (LOCAL_NOISE_M, LocalNoise, block_change_mask, change_score,
@@ -454,6 +454,10 @@ def _run_pair_into(out: Path, before, after, config: Config, *, allow_unregister
                 raise
 
             detections.sort(key=lambda d: (round(d.blob.centroid_px[1]), d.blob.centroid_px[0]))
+            # two pieces of one object may each have grown into it (split.grow_m): once
+            unique = {(d.category, d.change, d.blob.corners_px): d for d in reversed(detections)}
+            detections = [d for d in detections
+                          if unique[(d.category, d.change, d.blob.corners_px)] is d]
             detections = one_per_object(detections, max_overlap=config.split.max_overlap)
             detections = [d.with_id(f"d{i + 1:03d}") for i, d in enumerate(detections)]
             if config.moves.enabled:
@@ -716,6 +720,9 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
     on a worker thread, one of its :class:`~pipeline.rasterio_io.MaskReader` handles. A blob
     that joins several objects at narrow necks is cut into them (``split``): its parts replace
     it when two or more of them are aircraft candidates, or when it is none and a part is.
+    With the verifier on, an aircraft candidate is also measured as each image shows the object
+    around its blob (``split.grow_m``); :func:`pipeline.classify.one_per_object` keeps the
+    larger of the two when the verifier keeps both.
     """
     nodata = config.input.nodata
     res = grid.mean_res_m
@@ -770,9 +777,12 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
         gain = local_noise_gain(b, a, vb & va & (chip_mask == 0), sigma, d.smoothing_px)
         offset = (int(chip.col_off), int(chip.row_off))
 
-        def candidate(region_blob, region) -> _Candidate | None:
-            """The region's :class:`_Candidate`, None when it is no candidate."""
-            s = score[region]
+        def candidate(region_blob, region, *, shown_from=None) -> _Candidate | None:
+            """The region's :class:`_Candidate`, None when it is no candidate. ``shown_from``:
+            the region is the object as an image shows it around that blob's pixels, whose
+            change score is its evidence and which measures it whole (parts of it may not
+            have changed: no edge of the score cuts it)."""
+            s = score[region if shown_from is None else shown_from]
             region_blob = replace(region_blob, mean_score=float(s.mean()), max_score=float(s.max()))
             strong = region_blob.mean_score * gain >= d.blob_sigma
             if not strong and not (judge and region_blob.mean_score * gain >= v.min_sigma):
@@ -780,7 +790,8 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
             ring = ring_around(region, chip_mask != 0, ring_px) & vb & va
             # judged by the verifier, an aircraft the classical rules would drop is measured
             # all the same, the rule it breaks one of its features
-            det = classify_blob(region_blob, b, a, region, ring, config.classes, score=score,
+            det = classify_blob(region_blob, b, a, region, ring, config.classes,
+                                score=score if shown_from is None else None,
                                 res_m=grid.res_m, chip_offset_px=offset, rules=not judge)
             if det is None:
                 return None
@@ -791,7 +802,8 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
             x = None
             if judge and det.category == "aircraft":
                 x = verifier.candidate_features(region_blob, det, b, a, region, ring, score, gain,
-                                                grid.res_m, d.blob_sigma, rule=rule)
+                                                grid.res_m, d.blob_sigma, rule=rule,
+                                                shown_from=shown_from)
             return _Candidate(det, strong and rule is None, x, rule)
 
         found = [c for c in [candidate(blob, inside) if fits else None] if c is not None]
@@ -818,6 +830,26 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
                           blob.centroid_px, int(parts.max()), aircraft)
                 if aircraft >= 2 or (not ok_found and (ok_pieces or not found)):
                     found = pieces
+        if sp.grow_m and judge and any(c.det.category == "aircraft" for c in found):
+            # the object as each image shows it around the blob: a mask cut into pieces where
+            # the other image holds something as bright (a white aircraft over white runway
+            # numbers) is one candidate again, centred on the object, for the verifier to judge
+            ring0 = ring_around(inside, chip_mask != 0, ring_px) & vb & va
+            grown = []
+            for img, other in ((b, a), (a, b)) if ring0.sum() >= 8 else ():
+                region = inside | verifier.silhouette(inside, inside, img.mean(axis=0), ring0,
+                                                      grid.res_m, reach_m=sp.grow_m)
+                if region.sum() < 1.25 * inside.sum() or any((region == r).all() for r in grown):
+                    continue
+                # mostly there in the other image too: an object that stayed, beside a change
+                if stands_out(other.mean(axis=0), ring0, relative=0.05)[region].mean() >= 0.5:
+                    continue
+                grown.append(region)
+                g_blob = replace(measure(region, offset, grid.res_m), label=blob.label)
+                if may_hold_class(g_blob.length_m, g_blob.width_m, config.classes):
+                    found += [c._replace(classical=False)  # the verifier's alone
+                              for c in [candidate(g_blob, region, shown_from=inside)]
+                              if c is not None and c.det.category == "aircraft"]
         for det, classical, x, _ in found:
             if x is not None:
                 if record is not None:

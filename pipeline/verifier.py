@@ -13,7 +13,9 @@ Its features measure the candidate's size, score, contrast and texture against t
 around it, the classical rule it breaks, the planform of the object as the mask and as the
 image that holds it show it (:func:`shape_features`: a cross of wings over a fuselage,
 symmetric, far from convex), and whether the other image shows the same object a little way off
-(:func:`found_in_other`: an aircraft towed a few metres, no change to the annotations).
+(:func:`found_in_other`: an aircraft towed a few metres, no change to the annotations), and
+for a candidate measured as an image shows the object around its blob (``split.grow_m``), how
+much that added and how much of it stands out in the other image too.
 
 The model is a small gradient-boosted tree ensemble (trained with scikit-learn's
 HistGradientBoostingClassifier) stored as JSON text beside this module (``verifier_model.json``):
@@ -57,7 +59,7 @@ FEATURES = (
     "ring_static_share", "strong_share", "large",
     "rule_static", "rule_shadow", "rule_vehicle_group", "rule_compact", "rule_noclass",
     *(f"{m}_{f}" for m in ("obj", "sil") for f in SHAPE_FEATURES),
-    "match_other", "match_shift", "match_same",
+    "match_other", "match_shift", "match_same", "grown", "log_grown_ratio", "grown_other_share",
 )
 # the classical rules (:func:`pipeline.classify.classical_rule`) a candidate breaks, as features
 RULES = ("static", "shadow", "vehicle-group", "compact", "noclass")
@@ -154,14 +156,14 @@ def found_in_other(obj: np.ndarray, holding: np.ndarray, other: np.ndarray,
 
 
 def silhouette(inside: np.ndarray, obj: np.ndarray, lum: np.ndarray, ring: np.ndarray,
-               res_m: tuple[float, float]) -> np.ndarray:
+               res_m: tuple[float, float], *, reach_m: float = 2.0) -> np.ndarray:
     """The object as the image that holds it shows it, whatever the change mask kept: pixels
-    within 2 m of the blob that stand out from the ring's ground
+    within ``reach_m`` of the blob that stand out from the ring's ground
     (:func:`pipeline.classify.stands_out`, and by 5 % of its level), the pieces of them that
     touch ``obj``; ``obj`` when none does."""
     if ring.sum() < 8:
         return obj
-    reach = max(1, round(2.0 / min(res_m)))
+    reach = max(1, round(reach_m / min(res_m)))
     near = cv2.dilate(inside.astype(np.uint8), np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
     out = (stands_out(lum, ring, relative=0.05) & (near > 0)).astype(np.uint8)
     out = cv2.morphologyEx(out, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
@@ -175,16 +177,19 @@ def silhouette(inside: np.ndarray, obj: np.ndarray, lum: np.ndarray, ring: np.nd
 def candidate_features(raw: Blob, det: Detection, before: np.ndarray, after: np.ndarray,
                        inside: np.ndarray, ring: np.ndarray, score: np.ndarray, gain: float,
                        res_m: tuple[float, float], blob_sigma: float,
-                       rule: str | None = None) -> np.ndarray:
+                       rule: str | None = None, shown_from: np.ndarray | None = None
+                       ) -> np.ndarray:
     """The verifier's features of one classified candidate, in :data:`FEATURES` order.
 
     ``raw`` is the blob as found (its score filled in), ``det`` its detection (the object
     measured without shadow and fringe); the chips, masks and score are those given to
     :func:`pipeline.classify.classify_blob`; ``gain`` is the local noise gain; ``rule`` the
-    classical rule that would drop it (:data:`RULES`), if any.
+    classical rule that would drop it (:data:`RULES`), if any; ``shown_from`` the blob's
+    pixels when ``inside`` is the object as an image shows it around them (``split.grow_m``):
+    the object is then ``inside`` without its shadow, not cut where the score falls.
     """
     holding, other = (after, before) if det.change == "appeared" else (before, after)
-    obj = object_pixels(inside, holding, other, score)
+    obj = object_pixels(inside, holding, other, score if shown_from is None else None)
     if not obj.any():
         obj = inside
     px_m2 = res_m[0] * res_m[1]
@@ -231,6 +236,11 @@ def candidate_features(raw: Blob, det: Detection, before: np.ndarray, after: np.
         *shape_features(obj, res_m),
         *shape_features(silhouette(inside, obj, hl, ring, res_m), res_m),
         *found_in_other(obj, hl, ol, res_m),
+        float(shown_from is not None),
+        lg(float(inside.sum()) / max(float(shown_from.sum()), 1.0)) if shown_from is not None
+        else 0.0,
+        float(stands_out(ol, ring, relative=0.05)[inside].mean())
+        if shown_from is not None and has_ring else 0.0,
     ]
     return np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 
