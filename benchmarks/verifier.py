@@ -12,8 +12,9 @@ pair under ``--work/cases``. A candidate's label: it matches a truth aircraft of
 (as :func:`pipeline.cases.score_case` matches, all candidates at once); unmatched candidates on
 an ignore region, and those that one_per_object would merge with a matched one, are left out of
 training. Every candidate is recorded (``split.max_overlap`` 1): the verifier judges them before
-one_per_object, which ``loao`` applies to those it keeps, as run.py does. Synthetic seeds 4-11 (``pipeline.synth``) train, so
-that synthetic aircraft are not rejected; seeds 0-3, the suite of accuracy.py, are only scored.
+one_per_object, which ``loao`` applies to those it keeps, as run.py does. Synthetic seeds 4-11
+(``pipeline.synth``) train, so that synthetic aircraft are not rejected; seeds 0-3, the suite of
+accuracy.py, are only scored.
 
 ``loao``: for each airport (G1..G8), a model trained on the other airports (and the synthetic
 training pairs), its threshold chosen on those airports alone (inner leave-one-airport-out), is
