@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline import synth, verifier  # noqa: E402
 from pipeline.cases import detection_labels, score_case  # noqa: E402
-from pipeline.classify import larger_of_overlapping  # noqa: E402
+from pipeline.classify import larger_of_overlapping, overlap_share  # noqa: E402
 from pipeline.config import Config, SplitConfig, load_config  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.evaluate import is_ignore, load_features  # noqa: E402
@@ -160,7 +160,7 @@ def _unlabel_duplicates(aircraft: list[dict], max_overlap: float = SplitConfig()
         g = shapely.geometry.shape(f["geometry"])
         for p, r in zip(pos, rects):
             if (p["properties"]["change"] == f["properties"]["change"] and g.intersects(r)
-                    and g.intersection(r).area > max_overlap * min(g.area, r.area)):
+                    and overlap_share(g, r) > max_overlap):
                 f["properties"]["_label"] = -1
                 break
 

@@ -85,7 +85,10 @@ def one_per_object(detections: list[Detection], *, max_overlap: float) -> list[D
     one object: a split that cut a helicopter at its rotor, a nose measured apart from its
     aircraft, a piece of an aircraft and the aircraft its image shows). Larger ones are kept
     first, so a detection is dropped only for one that is kept; the order of those kept is
-    unchanged. ``max_overlap`` 1 keeps them all."""
+    unchanged. ``max_overlap`` 1 keeps them all but for exact copies (two pieces of one object
+    that each grew into it, ``split.grow_m``), which are always one."""
+    first = {(d.category, d.change, d.blob.corners_px): d for d in reversed(detections)}
+    detections = [d for d in detections if first[(d.category, d.change, d.blob.corners_px)] is d]
     kept = larger_of_overlapping(shapely.polygons([d.blob.corners_px for d in detections])
                                  if detections else [],
                                  [(d.category, d.change) for d in detections],
@@ -104,11 +107,16 @@ def larger_of_overlapping(rects, groups: list, *, max_overlap: float) -> np.ndar
     for i in np.argsort(-areas, kind="stable"):
         near = [int(k) for k in tree.query(rects[i], predicate="intersects")
                 if is_kept[k] and groups[k] == groups[i]]
-        if any(shapely.area(shapely.intersection(rects[i], rects[k]))
-               > max_overlap * min(areas[i], areas[k]) for k in near):
+        if any(overlap_share(rects[i], rects[k]) > max_overlap for k in near):
             continue
         is_kept[i] = True
     return is_kept
+
+
+def overlap_share(a, b) -> float:
+    """The area two polygons share, over the smaller one's area."""
+    return float(shapely.area(shapely.intersection(a, b))
+                 / max(min(shapely.area(a), shapely.area(b)), 1e-12))
 
 
 def class_fit(length_m: float, width_m: float, cls: FootprintClass) -> float:

@@ -454,10 +454,6 @@ def _run_pair_into(out: Path, before, after, config: Config, *, allow_unregister
                 raise
 
             detections.sort(key=lambda d: (round(d.blob.centroid_px[1]), d.blob.centroid_px[0]))
-            # two pieces of one object may each have grown into it (split.grow_m): once
-            unique = {(d.category, d.change, d.blob.corners_px): d for d in reversed(detections)}
-            detections = [d for d in detections
-                          if unique[(d.category, d.change, d.blob.corners_px)] is d]
             detections = one_per_object(detections, max_overlap=config.split.max_overlap)
             detections = [d.with_id(f"d{i + 1:03d}") for i, d in enumerate(detections)]
             if config.moves.enabled:
@@ -836,13 +832,14 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
             # numbers) is one candidate again, centred on the object, for the verifier to judge
             ring0 = ring_around(inside, chip_mask != 0, ring_px) & vb & va
             grown = []
-            for img, other in ((b, a), (a, b)) if ring0.sum() >= 8 else ():
-                region = inside | verifier.silhouette(inside, inside, img.mean(axis=0), ring0,
-                                                      grid.res_m, reach_m=sp.grow_m)
+            lums = (b.mean(axis=0), a.mean(axis=0))
+            for lum, other in zip(lums, lums[::-1]) if ring0.sum() >= 8 else ():
+                region = inside | verifier.silhouette(inside, inside, lum, ring0, grid.res_m,
+                                                      reach_m=sp.grow_m)
                 if region.sum() < 1.25 * inside.sum() or any((region == r).all() for r in grown):
                     continue
                 # mostly there in the other image too: an object that stayed, beside a change
-                if stands_out(other.mean(axis=0), ring0, relative=0.05)[region].mean() >= 0.5:
+                if stands_out(other, ring0, relative=0.05)[region].mean() >= 0.5:
                     continue
                 grown.append(region)
                 g_blob = replace(measure(region, offset, grid.res_m), label=blob.label)

@@ -216,6 +216,10 @@ def candidate_features(raw: Blob, det: Detection, before: np.ndarray, after: np.
         lvl = float(np.median(hl[ring]))
         ring_tex = float(np.std(hl[ring])) / max(abs(lvl), 1.0)
         static = static_share(holding, other, ring)
+    grown = [0.0, 0.0, 0.0]  # grown, log_grown_ratio, grown_other_share
+    if shown_from is not None:
+        grown = [1.0, math.log(float(inside.sum()) / max(float(shown_from.sum()), 1.0)),
+                 float(stands_out(ol, ring, relative=0.05)[inside].mean()) if has_ring else 0.0]
     shadow = shadow_share(before, after, inside, score)
     strong = float((score[inside] >= blob_sigma).mean())
     lg = math.log
@@ -236,11 +240,7 @@ def candidate_features(raw: Blob, det: Detection, before: np.ndarray, after: np.
         *shape_features(obj, res_m),
         *shape_features(silhouette(inside, obj, hl, ring, res_m), res_m),
         *found_in_other(obj, hl, ol, res_m),
-        float(shown_from is not None),
-        lg(float(inside.sum()) / max(float(shown_from.sum()), 1.0)) if shown_from is not None
-        else 0.0,
-        float(stands_out(ol, ring, relative=0.05)[inside].mean())
-        if shown_from is not None and has_ring else 0.0,
+        *grown,
     ]
     return np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 
