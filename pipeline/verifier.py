@@ -13,9 +13,11 @@ Its features measure the candidate's size, score, contrast and texture against t
 around it, the classical rule it breaks, the planform of the object as the mask and as the
 image that holds it show it (:func:`shape_features`: a cross of wings over a fuselage,
 symmetric, far from convex), and whether the other image shows the same object a little way off
-(:func:`found_in_other`: an aircraft towed a few metres, no change to the annotations), and
-for a candidate measured as an image shows the object around its blob (``split.grow_m``), how
-much that added and how much of it stands out in the other image too.
+(:func:`found_in_other`: an aircraft towed a few metres, no change to the annotations), whether
+the object is brighter or darker than its ground in each image (a white aircraft over its
+stand's dark oil stain is no aircraft that stayed), and for a candidate measured as an image
+shows the object around its blob (``split.grow_m``), how much that added and how much of it
+stands out in the other image too.
 
 The model is a small gradient-boosted tree ensemble (trained with scikit-learn's
 HistGradientBoostingClassifier) stored as JSON text beside this module (``verifier_model.json``):
@@ -60,6 +62,7 @@ FEATURES = (
     "rule_static", "rule_shadow", "rule_vehicle_group", "rule_compact", "rule_noclass",
     *(f"{m}_{f}" for m in ("obj", "sil") for f in SHAPE_FEATURES),
     "match_other", "match_shift", "match_same", "grown", "log_grown_ratio", "grown_other_share",
+    "hold_signed", "other_signed", "signed_agreement",
 )
 # the classical rules (:func:`pipeline.classify.classical_rule`) a candidate breaks, as features
 RULES = ("static", "shadow", "vehicle-group", "compact", "noclass")
@@ -174,6 +177,26 @@ def silhouette(inside: np.ndarray, obj: np.ndarray, lum: np.ndarray, ring: np.nd
     return np.isin(labels, keep)
 
 
+def contrast(lum: np.ndarray, obj: np.ndarray, ring: np.ndarray
+             ) -> tuple[float, float, float, float]:
+    """How an object stands out of the ground around it in one image's luminance.
+
+    Returns the mean absolute difference of the object's pixels (``obj``) from the ring's
+    (``ring``) median, relative to that level and in the ring's robust sigmas; the object's
+    texture (standard deviation) over the ring's; and its polarity: the signed mean difference
+    in ring sigmas, squashed into (-1, 1) by tanh(x / 10). A white aircraft over the dark stain
+    of its stand is bright in one image and dark in the other; an aircraft that stayed is bright
+    in both.
+    """
+    g = lum[ring]
+    level = float(np.median(g))
+    spread = max(robust_sigma(g), 1e-3 * max(abs(level), 1.0), 1e-6)
+    d = float(np.mean(np.abs(lum[obj] - level)))
+    signed = float(np.mean(lum[obj] - level))
+    tex = float(np.std(lum[obj])) / max(float(np.std(g)), 1e-6)
+    return d / max(abs(level), 1.0), d / spread, tex, float(np.tanh(signed / spread / 10))
+
+
 def candidate_features(raw: Blob, det: Detection, before: np.ndarray, after: np.ndarray,
                        inside: np.ndarray, ring: np.ndarray, score: np.ndarray, gain: float,
                        res_m: tuple[float, float], blob_sigma: float,
@@ -198,18 +221,8 @@ def candidate_features(raw: Blob, det: Detection, before: np.ndarray, after: np.
     hl, ol = _lum(holding), _lum(other)
     has_ring = bool(ring.sum() >= 8)
 
-    def contrast(lum):
-        if not has_ring:
-            return 0.0, 0.0, 1.0
-        g = lum[ring]
-        level = float(np.median(g))
-        spread = max(robust_sigma(g), 1e-3 * max(abs(level), 1.0), 1e-6)
-        d = float(np.mean(np.abs(lum[obj] - level)))
-        tex = float(np.std(lum[obj])) / max(float(np.std(g)), 1e-6)
-        return d / max(abs(level), 1.0), d / spread, tex
-
-    hc, hcs, ht = contrast(hl)
-    oc, ocs, ot = contrast(ol)
+    hc, hcs, ht, hp = contrast(hl, obj, ring) if has_ring else (0.0, 0.0, 1.0, 0.0)
+    oc, ocs, ot, op = contrast(ol, obj, ring) if has_ring else (0.0, 0.0, 1.0, 0.0)
     ring_tex = 0.0
     static = 0.0
     if has_ring:
@@ -241,6 +254,7 @@ def candidate_features(raw: Blob, det: Detection, before: np.ndarray, after: np.
         *shape_features(silhouette(inside, obj, hl, ring, res_m), res_m),
         *found_in_other(obj, hl, ol, res_m),
         *grown,
+        hp, op, hp * op,
     ]
     return np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 

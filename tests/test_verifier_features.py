@@ -1,10 +1,11 @@
-"""The verifier's object-level features (pipeline.verifier): the planform of a mask and the object
-found a little way off in the other image, each on shapes with known answers."""
+"""The verifier's object-level features (pipeline.verifier): the planform of a mask, the object
+found a little way off in the other image and its polarity against the ground, each on shapes
+with known answers."""
 import cv2
 import numpy as np
 import pytest
 
-from pipeline.verifier import SHAPE_FEATURES, found_in_other, shape_features
+from pipeline.verifier import SHAPE_FEATURES, contrast, found_in_other, shape_features
 
 RES = (0.5, 0.5)
 
@@ -72,3 +73,18 @@ def test_an_aircraft_towed_a_few_metres_is_found_in_the_other_image():
     assert gone[0] < 0.3
     flat = np.full((200, 200), 7, np.float32)
     assert found_in_other(obj, flat, holding, RES) == [0.0, 0.0, 0.0]
+
+
+def test_polarity_tells_a_white_aircraft_over_a_dark_stain_from_one_that_stayed():
+    rng = np.random.default_rng(2)
+    obj = _aircraft(200)
+    ring = cv2.dilate(obj.astype(np.uint8), np.ones((13, 13), np.uint8)).astype(bool) & ~obj
+    arrived = _scene(rng)  # the aircraft, 60 levels over ground of noise 3
+    stain = rng.normal(100, 3, (200, 200)).astype(np.float32)
+    stain[obj] -= 60  # the dark mark of the stand where it parks
+    bright, dark, flat = (contrast(img, obj, ring)[3] for img in
+                          (arrived, stain, rng.normal(100, 3, (200, 200)).astype(np.float32)))
+    assert bright > 0.9 and dark < -0.9  # 20 ring sigmas either way, squashed
+    assert abs(flat) < 0.1
+    # the other measures do not see the sign: the stain stands out as much as a white object
+    assert contrast(stain, obj, ring)[1] > 10
