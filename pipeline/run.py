@@ -847,6 +847,11 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
                     found += [c._replace(classical=False)  # the verifier's alone
                               for c in [candidate(g_blob, region, shown_from=inside)]
                               if c is not None and c.det.category == "aircraft"]
+        judged = [i for i, c in enumerate(found) if c.features is not None]
+        if judged:  # the features that weigh each candidate against the blob's others
+            context = verifier.blob_context([found[i].det.blob.area_m2 for i in judged])
+            for i, more in zip(judged, context):
+                found[i] = found[i]._replace(features=np.append(found[i].features, more))
         for det, classical, x, _ in found:
             if x is not None:
                 if record is not None:

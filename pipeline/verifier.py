@@ -51,6 +51,8 @@ RECORD: list | None = None
 SHAPE_FEATURES = ("solidity", "symmetry", "cross_major", "peak_major", "cross_minor",
                   "peak_minor", "log_hu1")
 
+# a candidate weighed against the others made from the same blob (:func:`blob_context`): last
+BLOB_FEATURES = ("log_area_of_largest", "log_n_in_blob")
 FEATURES = (
     "log_blob_length", "log_blob_width", "log_blob_area", "blob_fill",
     "log_obj_length", "log_obj_width", "log_obj_area", "obj_elongation", "obj_fill",
@@ -63,6 +65,7 @@ FEATURES = (
     *(f"{m}_{f}" for m in ("obj", "sil") for f in SHAPE_FEATURES),
     "match_other", "match_shift", "match_same", "grown", "log_grown_ratio", "grown_other_share",
     "hold_signed", "other_signed", "signed_agreement",
+    *BLOB_FEATURES,
 )
 # the classical rules (:func:`pipeline.classify.classical_rule`) a candidate breaks, as features
 RULES = ("static", "shadow", "vehicle-group", "compact", "noclass")
@@ -197,12 +200,23 @@ def contrast(lum: np.ndarray, obj: np.ndarray, ring: np.ndarray
     return d / max(abs(level), 1.0), d / spread, tex, float(np.tanh(signed / spread / 10))
 
 
+def blob_context(areas_m2: list[float]) -> list[list[float]]:
+    """The last features (:data:`BLOB_FEATURES`) of the aircraft candidates made from one blob
+    (the blob, its pieces, the objects grown from it), given their areas: each one's area over
+    the largest's (log) and how many they are (log). A piece beside a larger candidate of the
+    same blob is rarely the object itself."""
+    top = max(areas_m2)
+    return [[math.log(max(a, 1e-3) / top), math.log(len(areas_m2))] for a in areas_m2]
+
+
 def candidate_features(raw: Blob, det: Detection, before: np.ndarray, after: np.ndarray,
                        inside: np.ndarray, ring: np.ndarray, score: np.ndarray, gain: float,
                        res_m: tuple[float, float], blob_sigma: float,
                        rule: str | None = None, shown_from: np.ndarray | None = None
                        ) -> np.ndarray:
-    """The verifier's features of one classified candidate, in :data:`FEATURES` order.
+    """The verifier's features of one classified candidate, in :data:`FEATURES` order, less the
+    last (:data:`BLOB_FEATURES`), which :func:`blob_context` adds once all the candidates of its
+    blob are made.
 
     ``raw`` is the blob as found (its score filled in), ``det`` its detection (the object
     measured without shadow and fringe); the chips, masks and score are those given to

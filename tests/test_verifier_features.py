@@ -1,11 +1,12 @@
 """The verifier's object-level features (pipeline.verifier): the planform of a mask, the object
-found a little way off in the other image and its polarity against the ground, each on shapes
-with known answers."""
+found a little way off in the other image, its polarity against the ground and its size against
+the other candidates of its blob, each on shapes with known answers."""
 import cv2
 import numpy as np
 import pytest
 
-from pipeline.verifier import SHAPE_FEATURES, contrast, found_in_other, shape_features
+from pipeline.verifier import (BLOB_FEATURES, FEATURES, SHAPE_FEATURES, blob_context, contrast,
+                               found_in_other, shape_features)
 
 RES = (0.5, 0.5)
 
@@ -88,3 +89,12 @@ def test_polarity_tells_a_white_aircraft_over_a_dark_stain_from_one_that_stayed(
     assert abs(flat) < 0.1
     # the other measures do not see the sign: the stain stands out as much as a white object
     assert contrast(stain, obj, ring)[1] > 10
+
+
+def test_a_piece_is_weighed_against_the_largest_candidate_of_its_blob():
+    # a 1200 m2 airliner grown from its blob, the blob (600 m2) and a wing cut from it (150 m2)
+    whole, blob, wing = blob_context([1200.0, 600.0, 150.0])
+    assert whole == [0.0, pytest.approx(np.log(3))]
+    assert blob[0] == pytest.approx(np.log(0.5)) and wing[0] == pytest.approx(np.log(0.125))
+    assert blob_context([80.0]) == [[0.0, 0.0]]  # alone in its blob
+    assert list(FEATURES[-len(BLOB_FEATURES):]) == list(BLOB_FEATURES)  # appended last
