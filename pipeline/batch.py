@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 
 import rasterio.errors
 
-from . import __version__
+from . import __version__, verifier
 from .config import Config, Zone
 from .errors import InputError, OutputError, PipelineError
 from .rasterio_io import ensure_output_dir, write_text_atomic
@@ -496,6 +496,8 @@ def run_batch(jobs: list[PairJob], out_dir: str | Path, config: Config | None = 
     """
     config = config or Config()
     _check_memory_limit(memory_limit)
+    if config.verifier.enabled:  # a bad model file: one error now, not one failure per pair
+        verifier.load_verifier(config.verifier.model)
     names = [j.name for j in jobs]
     if len(set(names)) != len(names) or not all(names):
         raise InputError("pair names must be unique and not empty")

@@ -297,10 +297,15 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
     Raises
     ------
     InputError, RegistrationError, OutputError
+    ConfigError
+        ``verifier.model`` names a file that is no usable model (checked before any work).
     """
+    config = config or Config()
+    if config.verifier.enabled:  # a bad model file fails before any work or output
+        verifier.load_verifier(config.verifier.model)
     out = rio.ensure_output_dir(out_dir)
     with rio.staged_outputs(out) as stage:
-        result = _run_pair_into(stage, before, after, config or Config(),
+        result = _run_pair_into(stage, before, after, config,
                                 allow_unregistered=allow_unregistered, progress=progress)
         # published in this order: report.json, last, says the folder is complete
         files = rio.publish(stage, out, list(result.files.values()), last="report.json")

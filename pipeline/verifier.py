@@ -38,6 +38,7 @@ import numpy as np
 from .blobs import Blob, pixel_corners
 from .classify import Detection, object_pixels, shadow_share, stands_out, static_share
 from .difference import robust_sigma
+from .errors import ConfigError
 
 MODEL_PATH = Path(__file__).with_name("verifier_model.json")
 
@@ -326,5 +327,22 @@ class Verifier:
 
 @lru_cache(maxsize=4)
 def load_verifier(path: str | None = None) -> Verifier:
-    """The verifier of ``path``, or the one shipped with the package (read once)."""
-    return Verifier.from_file(path or MODEL_PATH)
+    """The verifier of ``path``, or the one shipped with the package (read once).
+
+    Raises
+    ------
+    ConfigError
+        The file is missing or unreadable, is not JSON, or is no model of this version's
+        features (``verifier.model`` names it).
+    """
+    source = Path(path or MODEL_PATH)
+    try:
+        return Verifier.from_file(source)
+    except OSError as err:
+        raise ConfigError(f"{source}: cannot read verifier model ({err.strerror or err})") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{source}: verifier model is not valid JSON ({err.msg}, "
+                          f"line {err.lineno})") from None
+    except (ValueError, KeyError, TypeError) as err:
+        why = str(err) if isinstance(err, ValueError) else f"missing or malformed {err}"
+        raise ConfigError(f"{source}: {why.removeprefix('verifier model: ')}") from None

@@ -182,6 +182,21 @@ def _config_missing(base, tmp):
     return [base[1], base[2], "--config", tmp / "none.yaml"], tmp / "none.yaml"
 
 
+def _verifier_model(text):
+    """A configuration naming ``text`` as the verifier's model file (the culprit)."""
+    def build(base, tmp):
+        (tmp / "model.json").write_text(text)
+        (tmp / "c.yaml").write_text(f"verifier:\n  model: {tmp / 'model.json'}\n")
+        return [base[1], base[2], "--config", tmp / "c.yaml"], tmp / "model.json"
+    return build
+
+
+def _verifier_model_in_a_batch(base, tmp):
+    args, culprit = _verifier_model("not json\n")(base, tmp)
+    (tmp / "pairs.csv").write_text(f"before,after\n{base[1]},{base[2]}\n")
+    return ["--manifest", tmp / "pairs.csv", *args[2:]], culprit
+
+
 def _manifest(text):
     def build(base, tmp):
         (tmp / "data").mkdir()
@@ -217,6 +232,12 @@ CASES = {
                              ["classes.0", "length_m", "0 < min < max"]),
     "config-not-yaml": (_config("difference: [unclosed\n"), 2, ["not valid YAML"]),
     "config-missing": (_config_missing, 2, ["not found"]),
+    # a model trained before the features changed (here: other features), or no JSON at all
+    "verifier-model-of-another-version": (
+        _verifier_model('{"kind": "trees", "features": ["log_blob_length"], "baseline": 0, '
+                        '"threshold": 0.5, "trees": []}'), 2, ["features", "retrain"]),
+    "verifier-model-not-json": (_verifier_model("not json\n"), 2, ["not valid JSON"]),
+    "verifier-model-in-a-batch": (_verifier_model_in_a_batch, 2, ["not valid JSON"]),
     "manifest-missing-column": (_manifest("before,name\n{before},a\n"), 2,
                                 ["lacks the column", "after"]),
     "manifest-path-escapes-its-folder": (_manifest("before,after\n../../x/before.tif,{after}\n"),
