@@ -554,19 +554,28 @@ def block_change_mask(before: np.ndarray, after: np.ndarray, valid: np.ndarray, 
     return _cleaned(seeds, low, valid, res_m, cfg, shadow_in)
 
 
+DENSE_SHARE = 1 / 12  # above this share of a block's pixels, _score_at takes whole envelopes
+
+
 def _score_at(sb: list[np.ndarray], sa: list[np.ndarray], at: np.ndarray, shape: tuple[int, int],
               sigma: np.ndarray, tolerance_px: int) -> np.ndarray:
     """:func:`change_score` at the flat indexes ``at`` of smoothed bands, (K,) float32.
 
     The envelopes are the minimum and maximum over the kernel's neighbours that lie inside the
     array, as ``cv2.erode`` and ``cv2.dilate`` take them; the arithmetic is theirs, step by step.
+    When ``at`` holds more than ``DENSE_SHARE`` of the pixels, the envelopes are those of
+    ``cv2.erode`` and ``cv2.dilate`` over the whole array, read at ``at``: the same values
+    (a maximum is exact), faster once gathering each pixel's neighbours costs more than the
+    whole-array filters (a throwaway timing on 1270 px blocks: sparse 108 ms, whole 42 ms at a
+    fifth of the pixels; 16 and 30 ms at 0.5 %).
     """
     kernel = _disk(tolerance_px) if tolerance_px > 0 else None
     if kernel is None and tolerance_px > 0:
         kernel = np.ones((3, 3), np.uint8)
-    rows, cols = np.divmod(at, shape[1])
+    dense = kernel is not None and at.size > DENSE_SHARE * shape[0] * shape[1]
     neighbours = None
-    if kernel is not None:
+    if kernel is not None and not dense:
+        rows, cols = np.divmod(at, shape[1])
         r = kernel.shape[0] // 2
         offsets = np.argwhere(kernel) - r
         # clipping a neighbour into the array lands on another neighbour (disks are convex)
@@ -574,10 +583,14 @@ def _score_at(sb: list[np.ndarray], sa: list[np.ndarray], at: np.ndarray, shape:
                       + np.clip(cols[None] + offsets[:, 1:], 0, shape[1] - 1))
 
     def distance(x, ref):
-        if neighbours is None:
+        if kernel is None:
             return np.abs(x - ref.ravel()[at])
-        around = ref.ravel()[neighbours]
-        return np.maximum(np.maximum(x - around.max(axis=0), around.min(axis=0) - x), 0)
+        if dense:
+            hi, lo = cv2.dilate(ref, kernel).ravel()[at], cv2.erode(ref, kernel).ravel()[at]
+        else:
+            around = ref.ravel()[neighbours]
+            hi, lo = around.max(axis=0), around.min(axis=0)
+        return np.maximum(np.maximum(x - hi, lo - x), 0)
 
     acc = np.zeros(at.size, np.float32)
     for k in range(len(sb)):

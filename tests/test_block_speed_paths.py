@@ -30,7 +30,11 @@ def scene():
 
 @pytest.mark.parametrize("tolerance_px", [0, 1, 3])
 @pytest.mark.parametrize("hole", [False, True])
-def test_block_mask_equals_the_whole_array_mask(scene, tolerance_px, hole):
+@pytest.mark.parametrize("dense_share", [0.0, 1.0])  # whole-array envelopes always, never
+def test_block_mask_equals_the_whole_array_mask(scene, tolerance_px, hole, dense_share,
+                                                monkeypatch):
+    from pipeline import difference
+    monkeypatch.setattr(difference, "DENSE_SHARE", dense_share)
     before, after = scene
     valid = np.ones(before.shape[1:], bool)
     if hole:
@@ -237,6 +241,30 @@ def test_pass_two_skips_only_blocks_where_no_blob_can_start():
     assert not _may_hold_blobs((core, padded), {(0, 0), (0, 1024), (1024, 0)}, 1024)  # above, left
     for below_right in [(1024, 1024), (1024, 2048), (2048, 1024), (2048, 2048)]:
         assert _may_hold_blobs((core, padded), {below_right}, 1024)
+
+
+@pytest.mark.parametrize("tolerance_px", [1, 2])
+def test_score_at_pixels_is_the_same_from_neighbours_and_whole_envelopes(scene, tolerance_px,
+                                                                          monkeypatch):
+    # the two ways of taking the envelopes, every pixel and a scattered few (the array's
+    # borders among them): the whole-array change score's values, bit for bit
+    from pipeline import difference
+    before, after = scene
+    sb = [np.ascontiguousarray(smooth(x, 0.8)) for x in before]
+    sa = [np.ascontiguousarray(smooth(x, 0.8)) for x in after]
+    sigma = np.float32([6.0, 5.5, 7.0])
+    shape = before.shape[1:]
+    whole = change_score(before, after, np.ones(shape, bool), sigma, smoothing_px=0.8,
+                         tolerance_px=tolerance_px).ravel()
+    rng = np.random.default_rng(2)
+    few = np.union1d(rng.choice(whole.size, 3000, replace=False), [0, shape[1] - 1, whole.size - 1])
+    for at in [np.arange(whole.size), few]:
+        got = []
+        for share in [0.0, 1.0]:
+            monkeypatch.setattr(difference, "DENSE_SHARE", share)
+            got.append(difference._score_at(sb, sa, at, shape, sigma, tolerance_px))
+        np.testing.assert_array_equal(got[0], whole[at])
+        np.testing.assert_array_equal(got[1], whole[at])
 
 
 def test_quiet_block_stops_before_the_local_gain_is_counted(scene, monkeypatch):
