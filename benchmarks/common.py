@@ -37,8 +37,9 @@ def _scenes(tile_px: int, shift_px) -> list[synth.ScenePair]:
 def large_pair_truth(size_px: int, *, tile_px: int = 2048, shift_px=(2.3, -1.6),
                      margin_px: int = 40) -> list[dict]:
     """The truth changes of :func:`large_pair` (GeoJSON features, lon/lat): each tile's
-    synthetic truth at the tile's place; an object within ``margin_px`` of a tile's cut edge
-    is an ignore region (``"ignore": true``), one beyond it left out."""
+    synthetic truth at the tile's place. An object within ``margin_px`` of a tile's cut edge,
+    or whose footprint reaches over it (part of it shows), is an ignore region
+    (``"ignore": true``); one wholly beyond it is left out."""
     scenes = _scenes(tile_px, shift_px)
     t0 = scenes[0].transform
     features = []
@@ -47,12 +48,15 @@ def large_pair_truth(size_px: int, *, tile_px: int = 2048, shift_px=(2.3, -1.6),
         placed = dataclasses.replace(sc, transform=Affine(t0.a, 0, t0.c, 0, t0.e, t0.f)
                                      * Affine.translation(col, row))
         objects = {o.id: o for o in sc.objects}
+        gsd_m = abs(t0.a)
         for f in synth.truth_feature_collection(placed)["features"]:
             o = objects[f["properties"]["id"]]
-            if not (0 <= o.col_px < w and 0 <= o.row_px < h):
-                continue
+            cols, rows = synth.footprint_corners_px(o, gsd_m).T
+            if cols.min() >= w or rows.min() >= h:
+                continue  # wholly beyond the cut: nothing of it shows
             f["properties"]["id"] = f"tile{k}-{o.id}"
-            if not (margin_px <= o.col_px < w - margin_px and margin_px <= o.row_px < h - margin_px):
+            if not (margin_px <= o.col_px < w - margin_px and margin_px <= o.row_px < h - margin_px
+                    and cols.max() < w and rows.max() < h):
                 f["properties"]["ignore"] = True
             features.append(f)
     return features
