@@ -42,13 +42,13 @@ def large_pair_truth(size_px: int, *, tile_px: int = 2048, shift_px=(2.3, -1.6),
     (``"ignore": true``); one wholly beyond it is left out."""
     scenes = _scenes(tile_px, shift_px)
     t0 = scenes[0].transform
+    gsd_m = abs(t0.a)
     features = []
     for k, row, col, h, w in _tiles(size_px, tile_px):
         sc = scenes[k % SCENES]
         placed = dataclasses.replace(sc, transform=Affine(t0.a, 0, t0.c, 0, t0.e, t0.f)
                                      * Affine.translation(col, row))
         objects = {o.id: o for o in sc.objects}
-        gsd_m = abs(t0.a)
         for f in synth.truth_feature_collection(placed)["features"]:
             o = objects[f["properties"]["id"]]
             cols, rows = synth.footprint_corners_px(o, gsd_m).T

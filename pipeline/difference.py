@@ -63,13 +63,16 @@ def structure_score(sb: list[np.ndarray], sa: list[np.ndarray], unit: float,
     return d
 
 
+def _outside(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """How far ``x`` lies outside [``lo``, ``hi``] (0 inside)."""
+    return np.maximum(np.maximum(x - hi, lo - x), 0)
+
+
 def _interval_distance(x: np.ndarray, ref: np.ndarray, kernel: np.ndarray | None) -> np.ndarray:
     """How far ``x`` lies outside the range of ``ref`` over the kernel's neighbourhood."""
     if kernel is None:
         return np.abs(x - ref)
-    lo = cv2.erode(ref, kernel)
-    hi = cv2.dilate(ref, kernel)
-    return np.maximum(np.maximum(x - hi, lo - x), 0)
+    return _outside(x, cv2.erode(ref, kernel), cv2.dilate(ref, kernel))
 
 
 def robust_sigma(values: np.ndarray) -> float:
@@ -586,11 +589,10 @@ def _score_at(sb: list[np.ndarray], sa: list[np.ndarray], at: np.ndarray, shape:
         if kernel is None:
             return np.abs(x - ref.ravel()[at])
         if dense:
-            hi, lo = cv2.dilate(ref, kernel).ravel()[at], cv2.erode(ref, kernel).ravel()[at]
-        else:
-            around = ref.ravel()[neighbours]
-            hi, lo = around.max(axis=0), around.min(axis=0)
-        return np.maximum(np.maximum(x - hi, lo - x), 0)
+            return _outside(x, cv2.erode(ref, kernel).ravel()[at],
+                            cv2.dilate(ref, kernel).ravel()[at])
+        around = ref.ravel()[neighbours]
+        return _outside(x, around.min(axis=0), around.max(axis=0))
 
     acc = np.zeros(at.size, np.float32)
     for k in range(len(sb)):
