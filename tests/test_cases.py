@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from conftest import shared_dataset, write_tif
 from pipeline.cases import (Box, Case, airbus_cases, build_truth, fill_mask, frame_offset,
-                            image_shape, load_annotations, score_case, truth_collection,
-                            wrap_case, write_truth)
+                            image_shape, load_annotations, merge_duplicates, score_case,
+                            truth_collection, wrap_case, write_truth)
 from pipeline.cli import eval_main
 from pipeline.errors import InputError
 from pipeline.evaluate import evaluate, load_features
@@ -87,6 +87,26 @@ def test_aircraft_on_neighbouring_stands_are_not_the_same():
     truth = build_truth([Box(400, 400, 460, 460)], [Box(460 + 30, 400 - 20, 520 + 30, 460 - 20)],
                         OFFSET, SHAPE, SHAPE)
     assert len(truth.appeared) == 1 and len(truth.disappeared) == 1 and not truth.unchanged
+
+
+def test_an_aircraft_boxed_twice_is_one_aircraft():
+    # three boxes of one jet (centres 4 and 7 px apart: a chain), one boxed twice with one box
+    # truncated, and two jets parked wing to wing (centres 32 px apart, 0.53 of the longer side)
+    boxes = [Box(100, 100, 160, 150), Box(104, 101, 163, 152), Box(98, 96, 156, 149),
+             Box(300, 300, 360, 340), Box(302, 303, 358, 341, "Truncated_airplane"),
+             Box(500, 500, 560, 540), Box(532, 500, 592, 540)]
+    merged = sorted(merge_duplicates(boxes), key=lambda b: (b.x0, b.y0))
+    assert merged == [Box(98, 96, 163, 152), Box(300, 300, 360, 341, "Truncated_airplane"),
+                      Box(500, 500, 560, 540), Box(532, 500, 592, 540)]
+    # the truth merges each date's duplicates first: a jet boxed twice that stays is unchanged,
+    # not one unchanged and one gone; one that leaves is one change, not two
+    stays, leaves = [Box(100, 200, 160, 250), Box(103, 202, 162, 251)], [Box(500, 500, 580, 560),
+                                                                        Box(502, 497, 581, 559)]
+    after = [Box(130, 180, 190, 230)]  # the jet that stays, in AFTER pixels (OFFSET)
+    truth = build_truth(stays + leaves, after, OFFSET, SHAPE, SHAPE)
+    assert (len(truth.unchanged), len(truth.disappeared), truth.appeared) == (1, 1, [])
+    unmerged = build_truth(stays + leaves, after, OFFSET, SHAPE, SHAPE, duplicate_frac=0)
+    assert (len(unmerged.unchanged), len(unmerged.disappeared)) == (1, 3)
 
 
 def test_boxes_on_or_near_either_images_black_fill_cannot_be_judged(tmp_path):
@@ -241,6 +261,19 @@ def test_airbus_g1_truth_is_what_the_box_counts_imply(airbus, tmp_path):
     assert len(truth.unchanged) + len(truth.disappeared) <= n_b
     assert len(truth.unchanged) + len(truth.appeared) <= n_a
     assert 1 <= len(truth.unchanged) and 8 <= len(truth.disappeared) + len(truth.appeared) <= 23
+
+
+@pytest.mark.realdata
+def test_airbus_image_with_every_aircraft_boxed_twice(airbus):
+    # G7's 1e7e0450 has 52 Airplane rows for 26 aircraft; every other image of the groups has
+    # no two boxes closer than half an aircraft
+    _, boxes, cases = airbus
+    counts = {}
+    for case in cases:
+        for image in (case.before_id, case.after_id):
+            counts[image[:8]] = (len(boxes[image]), len(merge_duplicates(boxes[image])))
+    assert counts.pop("1e7e0450") == (52, 26)
+    assert all(n == m for n, m in counts.values())
 
 
 def _nodata0():
