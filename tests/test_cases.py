@@ -266,7 +266,7 @@ def test_airbus_g1_truth_is_what_the_box_counts_imply(airbus, tmp_path):
 @pytest.mark.realdata
 def test_airbus_image_with_every_aircraft_boxed_twice(airbus):
     # G7's 1e7e0450 has 52 Airplane rows for 26 aircraft; every other image of the groups has
-    # no two boxes closer than half an aircraft
+    # no two boxes whose centres lie within half the longer side (0.54 at the closest)
     _, boxes, cases = airbus
     counts = {}
     for case in cases:
