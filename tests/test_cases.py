@@ -90,13 +90,14 @@ def test_aircraft_on_neighbouring_stands_are_not_the_same():
 
 
 def test_an_aircraft_boxed_twice_is_one_aircraft():
-    # three boxes of one jet (centres 4 and 7 px apart: a chain), one boxed twice with one box
-    # truncated, and two jets parked wing to wing (centres 32 px apart, 0.53 of the longer side)
-    boxes = [Box(100, 100, 160, 150), Box(104, 101, 163, 152), Box(98, 96, 156, 149),
+    # three boxes of one jet in a chain (centres 15 px apart, 18 allowed; the ends 30 apart),
+    # one boxed twice with one box truncated, and two jets parked wing to wing (centres 32 px
+    # apart, 0.53 of the longer side)
+    boxes = [Box(100, 100, 160, 150), Box(130, 100, 190, 150), Box(115, 100, 175, 150),
              Box(300, 300, 360, 340), Box(302, 303, 358, 341, "Truncated_airplane"),
              Box(500, 500, 560, 540), Box(532, 500, 592, 540)]
     merged = sorted(merge_duplicates(boxes), key=lambda b: (b.x0, b.y0))
-    assert merged == [Box(98, 96, 163, 152), Box(300, 300, 360, 341, "Truncated_airplane"),
+    assert merged == [Box(100, 100, 190, 150), Box(300, 300, 360, 341, "Truncated_airplane"),
                       Box(500, 500, 560, 540), Box(532, 500, 592, 540)]
     # the truth merges each date's duplicates first: a jet boxed twice that stays is unchanged,
     # not one unchanged and one gone; one that leaves is one change, not two
