@@ -203,6 +203,16 @@ def test_separable_spline_shift_matches_scipy(shift):
     np.testing.assert_allclose(got[pad:-pad, pad:-pad], ref[pad:-pad, pad:-pad], atol=1e-4)
 
 
+def test_spline_shift_prefilters_an_image_once_per_padding():
+    img = np.random.default_rng(4).random((200, 240)).astype(np.float32) * 255
+    cache = {}
+    # the refinement's steps: nearby shifts share a padding (and so the coefficients)
+    for dx, dy in [(2.3, -1.6), (2.41, -1.52), (2.405, -1.523), (-7.2, 0.4)]:
+        got = _translate(img, dx, dy, coefficients=cache)
+        np.testing.assert_array_equal(got, _translate(img, dx, dy))
+    assert sorted(cache) == [16, 22]  # 12 + 2 + max(|floor(dx)|, |floor(dy)|)
+
+
 @pytest.mark.parametrize("n", [1000, 400_000, 4_200_000])
 def test_fast_quantiles_equal_numpy(n):
     rng = np.random.default_rng(n)
