@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import functools
 import json
 import math
 import warnings
@@ -20,6 +21,7 @@ import rasterio
 from affine import Affine
 from rasterio.warp import transform as warp_transform
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse.csgraph import connected_components
 from shapely.geometry import Polygon, mapping
 from shapely.geometry.polygon import orient
 
@@ -270,26 +272,17 @@ def merge_duplicates(boxes: list[Box], *, max_centre_frac: float = 0.3) -> list[
     parked close). Unmerged, each duplicated aircraft that stays is matched once and its second
     box becomes a false ``disappeared`` or ``appeared`` change, and one that left counts twice.
     """
-    root = list(range(len(boxes)))
-
-    def find(i: int) -> int:
-        while root[i] != i:
-            i = root[i]
-        return i
-
-    for i, a in enumerate(boxes):
-        for j in range(i + 1, len(boxes)):
-            b = boxes[j]
-            if math.dist(a.centre, b.centre) <= max_centre_frac * max(a.long_px, b.long_px):
-                root[find(j)] = find(i)
-    groups: dict[int, list[Box]] = {}
-    for i, b in enumerate(boxes):
-        groups.setdefault(find(i), []).append(b)
+    if not boxes:
+        return []
+    centres = np.array([b.centre for b in boxes])
+    longer = np.array([b.long_px for b in boxes])
+    near = (np.linalg.norm(centres[:, None] - centres[None], axis=2)
+            <= max_centre_frac * np.maximum(longer[:, None], longer[None]))
+    n, group = connected_components(near, directed=False)
     out = []
-    for members in groups.values():
-        box = members[0]
-        for other in members[1:]:
-            box = box.union(other)
+    for g in range(n):
+        members = [b for b, k in zip(boxes, group) if k == g]
+        box = functools.reduce(Box.union, members)
         labels = [m.label for m in members if m.label != AIRPLANE]
         out.append(Box(box.x0, box.y0, box.x1, box.y1, labels[0] if labels else AIRPLANE))
     return out
