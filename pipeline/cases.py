@@ -278,10 +278,11 @@ def merge_duplicates(boxes: list[Box], *, max_centre_frac: float = 0.3) -> list[
     longer = np.array([b.long_px for b in boxes])
     near = (np.linalg.norm(centres[:, None] - centres[None], axis=2)
             <= max_centre_frac * np.maximum(longer[:, None], longer[None]))
-    n, group = connected_components(near, directed=False)
+    groups: dict[int, list[Box]] = {}
+    for b, g in zip(boxes, connected_components(near, directed=False)[1]):
+        groups.setdefault(int(g), []).append(b)
     out = []
-    for g in range(n):
-        members = [b for b, k in zip(boxes, group) if k == g]
+    for members in groups.values():
         box = functools.reduce(Box.union, members)
         labels = [m.label for m in members if m.label != AIRPLANE]
         out.append(Box(box.x0, box.y0, box.x1, box.y1, labels[0] if labels else AIRPLANE))
