@@ -6,7 +6,7 @@
 
 Real pairs: every two annotated images of one airport (``derived_groups.csv``), wrapped as
 GeoTIFFs and cached under ``benchmarks/.cache/accuracy/``. The truth comes from the per-date
-aircraft boxes (:mod:`pipeline.cases`): matched boxes are unchanged, the rest appeared or
+aircraft boxes (:mod:`pipeline.testing.cases`): matched boxes are unchanged, the rest appeared or
 disappeared; truncated and edge boxes are ignore regions. The frame offset behind the truth is
 the pipeline's own co-registration, accepted at any quality (the boxes are 60-190 px, so a pixel
 or two does not matter) and checked against the boxes (``resid``). G5 b3c7c22d/fc8f9dc5 and G8 are
@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import synth
-from pipeline.cases import (Case, CaseScore, Truth, airbus_cases, build_truth, fill_mask,
+from pipeline.testing import synth
+from pipeline.testing.cases import (Case, CaseScore, Truth, airbus_cases, build_truth, fill_mask,
                             image_shape, load_annotations, placement_px, score_case, wrap_case,
                             write_truth)
 from pipeline.config import Config, load_config

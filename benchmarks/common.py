@@ -12,7 +12,7 @@ from pathlib import Path
 import rasterio
 from affine import Affine
 
-from pipeline import synth
+from pipeline.testing import synth
 
 CACHE = Path(os.environ.get("DETECT_CHANGES_BENCH_CACHE", Path(__file__).parent / ".cache"))
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import synth
+from pipeline.testing import synth
 from pipeline.config import Config
-from pipeline.rasterio_io import wrap_plain_image
+from pipeline.io.raster import wrap_plain_image
 from pipeline.run import coregister_pair
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

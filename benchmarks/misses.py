@@ -39,7 +39,7 @@ from rasterio.warp import transform as warp_transform
 
 from accuracy import real_config  # the JPEGs' black fill is nodata, as accuracy.py runs them
 from pipeline import run
-from pipeline.classify import change_direction, dropped_by_rule
+from pipeline.detect.classify import change_direction, dropped_by_rule
 from pipeline.config import Config, load_config
 
 CASES = Path(__file__).resolve().parent / ".cache" / "accuracy"
@@ -79,7 +79,7 @@ HOOKS = [  # (line of _detect_block, the same line with its stage logged)
 
 
 def _rule(blob, before, after, inside, ring, score, res_m) -> str:
-    """Which step of :func:`pipeline.classify.classify_blob` dropped a blob."""
+    """Which step of :func:`pipeline.detect.classify.classify_blob` dropped a blob."""
     change, conf, _, _ = change_direction(before, after, inside, ring)
     return (dropped_by_rule(blob, before, after, inside, ring, score, res_m, change, conf)
             or "noclass-or-compact")

@@ -1,7 +1,7 @@
 """How much sampling the local noise level moves the local gain, on real pairs.
 
 The local noise unit (``difference.local_noise_m``) counts the noise level on a lattice of
-samples (``pipeline.difference.NOISE_SAMPLE_STEP``: every second pixel of every second row).
+samples (``pipeline.change.difference.NOISE_SAMPLE_STEP``: every second pixel of every second row).
 For each pair this prints how far the gain map of each step lies from the one counted on
 every pixel: the median, 99th percentile and largest |log ratio| over the pixels.
 
@@ -20,10 +20,11 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from pipeline import difference, run
-from pipeline import rasterio_io as rio
+from pipeline import run
+from pipeline.change import difference
+from pipeline.io import raster as rio
 from pipeline.config import Config
-from pipeline.radiometry import comparable, normalise
+from pipeline.change.radiometry import comparable, normalise
 
 CASES = Path(__file__).resolve().parent / ".cache" / "accuracy"
 

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline import synth
+from pipeline.testing import synth
 from pipeline.evaluate import Score, evaluate, load_features
 from pipeline.run import run_pair
 

@@ -1,4 +1,4 @@
-"""Train and evaluate the optional aircraft verifier (:mod:`pipeline.verifier`).
+"""Train and evaluate the optional aircraft verifier (:mod:`pipeline.detect.verifier`).
 
     python benchmarks/verifier.py dump  --work /tmp/verifier   # candidates of every cached pair
     python benchmarks/verifier.py loao  --work /tmp/verifier   # leave-one-airport-out scores
@@ -9,11 +9,11 @@
 every aircraft candidate whose mean change score reaches ``verifier.min_sigma`` with its features
 and whether the classical path (``difference.blob_sigma``) keeps it, and writes one JSON file per
 pair under ``--work/cases``. A candidate's label: it matches a truth aircraft of the same change
-(as :func:`pipeline.cases.score_case` matches, all candidates at once); unmatched candidates on
+(as :func:`pipeline.testing.cases.score_case` matches, all candidates at once); unmatched candidates on
 an ignore region, and those that one_per_object would merge with a matched one, are left out of
 training. Every candidate is recorded (``split.max_overlap`` 1): the verifier judges them before
 one_per_object, which ``loao`` applies to those it keeps, as run.py does. Synthetic seeds 4-11
-(``pipeline.synth``) train, so that synthetic aircraft are not rejected; seeds 0-3, the suite of
+(``pipeline.testing.synth``) train, so that synthetic aircraft are not rejected; seeds 0-3, the suite of
 accuracy.py, are only scored.
 
 ``loao``: for each airport (G1..G8), a model trained on the other airports (and the synthetic
@@ -40,9 +40,10 @@ import shapely.geometry
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import synth, verifier  # noqa: E402
-from pipeline.cases import detection_labels, score_case  # noqa: E402
-from pipeline.classify import larger_of_overlapping, overlap_share  # noqa: E402
+from pipeline.detect import verifier  # noqa: E402
+from pipeline.testing import synth
+from pipeline.testing.cases import detection_labels, score_case  # noqa: E402
+from pipeline.detect.classify import larger_of_overlapping, overlap_share  # noqa: E402
 from pipeline.config import Config, SplitConfig, load_config  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.evaluate import is_ignore, load_features  # noqa: E402
@@ -176,7 +177,7 @@ def _xy(cases: list[dict]) -> tuple[np.ndarray, np.ndarray]:
 
 def fit(x: np.ndarray, y: np.ndarray, settings: dict) -> dict:
     """Gradient-boosted trees (scikit-learn's HistGradientBoostingClassifier with ``settings``),
-    exported as the JSON model :class:`pipeline.verifier.Verifier` reads."""
+    exported as the JSON model :class:`pipeline.detect.verifier.Verifier` reads."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     gbt = HistGradientBoostingClassifier(**settings, early_stopping=False, random_state=0)
@@ -244,7 +245,7 @@ def choose_threshold(cases: list[dict], settings: dict) -> tuple[float, float]:
 def score_kept(case: dict, keep, max_overlap: float = SplitConfig().max_overlap
                ) -> tuple[int, int, int]:
     """The pair's score with the aircraft candidates ``keep`` keeps, one per object
-    (:func:`pipeline.classify.one_per_object`, as run.py applies it after the verifier)."""
+    (:func:`pipeline.detect.classify.one_per_object`, as run.py applies it after the verifier)."""
     kept = [f for f in case["aircraft"] if keep(f["properties"])]
     if kept:
         rects = np.array([shapely.geometry.shape(f["geometry"]) for f in kept], dtype=object)

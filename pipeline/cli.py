@@ -136,7 +136,7 @@ def main(before, after, out_dir, manifest, series, workers, scheduler, memory_li
             return
         from .run import run_pair
         if not overwrite:
-            from .rasterio_io import refuse_used_output_dir
+            from .io.raster import refuse_used_output_dir
             refuse_used_output_dir(out_dir)
         result = run_pair(before, after, out_dir, config, allow_unregistered=allow_unregistered,
                           progress=_progress_bar(not quiet))
@@ -174,7 +174,7 @@ def _run_batch(manifest, series, out_dir, config, *, quiet, **options) -> None:
     import distributed  # noqa: F401  (sets up its loggers on import; quieted below)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .batch import read_manifest, run_batch, series_jobs
+    from .batch.runner import read_manifest, run_batch, series_jobs
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
     jobs = read_manifest(manifest) if manifest is not None else series_jobs(series)

@@ -159,7 +159,7 @@ class MovesConfig(_Strict):
 
 
 class VerifierConfig(_Strict):
-    """The learned verifier of aircraft candidates (:mod:`pipeline.verifier`), which also judges
+    """The learned verifier of aircraft candidates (:mod:`pipeline.detect.verifier`), which also judges
     the aircraft a classical rule would drop or no class fits; off: the classical rules alone."""
 
     enabled: bool = True
@@ -172,7 +172,7 @@ class VerifierConfig(_Strict):
 
 
 class SplitConfig(_Strict):
-    """Cutting a blob that joins several objects at narrow necks (:func:`pipeline.blobs.split_at_necks`):
+    """Cutting a blob that joins several objects at narrow necks (:func:`pipeline.detect.blobs.split_at_necks`):
     aircraft parked wingtip to wingtip, or an aircraft and its neighbour's moved shadow."""
 
     enabled: bool = True

@@ -21,18 +21,18 @@ import rasterio
 from rasterio.windows import Window
 
 from . import __version__
-from . import rasterio_io as rio
-from . import verifier
-from .blobs import Blob, find_blobs, measure, split_at_necks
-from .classify import (Detection, classical_rule, classify_blob, link_moves, may_hold_class,
+from .io import raster as rio
+from .detect import verifier
+from .detect.blobs import Blob, find_blobs, measure, split_at_necks
+from .detect.classify import (Detection, classical_rule, classify_blob, link_moves, may_hold_class,
                        one_per_object, ring_around, stands_out)
 from .config import Config
-from .coregister import Shift, estimate_field, estimate_shift
-from .difference import (LOCAL_NOISE_M, LocalNoise, block_change_mask, change_score,
+from .coreg.shift import Shift, estimate_field, estimate_shift
+from .change.difference import (LOCAL_NOISE_M, LocalNoise, block_change_mask, change_score,
                          gradient_magnitude, local_noise_gain, local_radius_px, mask_reach_px,
                          noise_sample_step, robust_sigma, smooth)
 from .errors import InputError, RegistrationError
-from .radiometry import Radiometry, comparable, fast_quantiles, fit_level, fit_linear, normalise
+from .change.radiometry import Radiometry, comparable, fast_quantiles, fit_level, fit_linear, normalise
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,9 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
 def _run_pair_into(out: Path, before, after, config: Config, *, allow_unregistered: bool,
                    progress: Progress | None) -> PairResult:
     """:func:`run_pair`'s work, every output written into the folder ``out``."""
-    from . import export, report  # the output stage, last
+    from .io import export  # the output stage, last
+    from .report import pictures as report
+    from .io import export
 
     watch = _Stopwatch()
     threads = config.processing.threads or os.cpu_count() or 1
@@ -579,7 +581,7 @@ def _fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands, res_m: float, config
     ``difference.local_noise_m`` the third result is the :class:`LocalNoise` of pass 1
     (its neighbourhood in pixels of ``res_m``), else None. With
     ``difference.structure_unit`` the fourth is the unit of the structure score
-    (:func:`~pipeline.difference.structure_score`): that many robust standard deviations of
+    (:func:`~pipeline.change.difference.structure_score`): that many robust standard deviations of
     the difference of the gradient magnitudes, else None.
     """
     nodata = config.input.nodata
@@ -670,7 +672,7 @@ def _coarse_pair(opener: _ReaderPool, grid: rio.Grid, factor: int, b_bands, a_ba
 
 
 def _fit_level(coarse, factor: int, rad: Radiometry, res_m: float, config: Config):
-    """The :class:`~pipeline.radiometry.LevelField` of AFTER after ``rad``'s linear map, from
+    """The :class:`~pipeline.change.radiometry.LevelField` of AFTER after ``rad``'s linear map, from
     both scenes averaged over ``factor`` pixels (:func:`_coarse_pair`; AFTER's cells are
     overwritten)."""
     b, a, valid = coarse
@@ -688,7 +690,7 @@ def _mask_block(b_ds, a_vrt, core: Window, padded: Window, b_bands, a_bands, rad
     """Pass 1: the cleaned change mask of one block's core (0/1, 255 where invalid).
 
     The block is read with the mask's reach as margin, so its core is exactly what a
-    whole-array run gives (:func:`pipeline.difference.block_change_mask`).
+    whole-array run gives (:func:`pipeline.change.difference.block_change_mask`).
     """
     nodata = config.input.nodata
     with watch.stage("read"):
@@ -717,12 +719,12 @@ def _detect_block(writer, b_ds, a_vrt, core: Window, padded: Window, b_bands,
                   a_bands, rad, sigma, grid: rio.Grid, config: Config) -> list[Detection]:
     """Pass 2: blobs of the mask whose top-left lies in ``core``, measured and classified.
 
-    ``writer`` reads the pass-1 mask: the :class:`~pipeline.rasterio_io.MaskWriter` itself or,
-    on a worker thread, one of its :class:`~pipeline.rasterio_io.MaskReader` handles. A blob
+    ``writer`` reads the pass-1 mask: the :class:`~pipeline.io.raster.MaskWriter` itself or,
+    on a worker thread, one of its :class:`~pipeline.io.raster.MaskReader` handles. A blob
     that joins several objects at narrow necks is cut into them (``split``): its parts replace
     it when two or more of them are aircraft candidates, or when it is none and a part is.
     With the verifier on, an aircraft candidate is also measured as each image shows the object
-    around its blob (``split.grow_m``); :func:`pipeline.classify.one_per_object` keeps the
+    around its blob (``split.grow_m``); :func:`pipeline.detect.classify.one_per_object` keeps the
     larger of the two when the verifier keeps both.
     """
     nodata = config.input.nodata

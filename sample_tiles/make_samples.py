@@ -1,4 +1,4 @@
-"""Regenerate the committed sample pair ``sample_tiles/hmeimim/`` from :mod:`pipeline.synth`.
+"""Regenerate the committed sample pair ``sample_tiles/hmeimim/`` from :mod:`pipeline.testing.synth`.
 
 Run from anywhere: ``python sample_tiles/make_samples.py``. Writes before.tif, after.tif,
 truth.geojson and preview.png (BEFORE | AFTER, half resolution).
@@ -14,7 +14,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # use this checkout's package even when it is not installed
 
-from pipeline import synth  # noqa: E402
+from pipeline.testing import synth  # noqa: E402
 
 SEED = 0
 SIZE_PX = 1024

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from rasterio.transform import from_origin
 from rasterio.warp import calculate_default_transform, reproject, Resampling
 
-from pipeline import synth
+from pipeline.testing import synth
 from pipeline.cli import main
 from conftest import REPO, write_tif
 

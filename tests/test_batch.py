@@ -17,8 +17,8 @@ import rasterio
 from click.testing import CliRunner
 from rasterio.warp import transform_bounds
 
-from pipeline import synth
-from pipeline.batch import (PAIR_OUTPUTS, STATE_FILE, PairJob, dask_client, plan_batch,
+from pipeline.testing import synth
+from pipeline.batch.runner import (PAIR_OUTPUTS, STATE_FILE, PairJob, dask_client, plan_batch,
                             read_manifest, read_state, redo_reason, run_batch, series_jobs)
 from pipeline.cli import main
 from pipeline.config import Config, config_from_mapping, load_config

@@ -8,14 +8,15 @@ from affine import Affine
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
-from pipeline import rasterio_io as rio
-from pipeline import report, synth
+from pipeline.io import raster as rio
+from pipeline.report import pictures as report
+from pipeline.testing import synth
 from pipeline.config import DifferenceConfig
-from pipeline.coregister import _translate
-from pipeline.difference import (LocalNoise, block_change_mask, change_mask, change_score,
+from pipeline.coreg.shift import _translate
+from pipeline.change.difference import (LocalNoise, block_change_mask, change_mask, change_score,
                                  local_radius_px, mask_reach_px, shadow_change, smooth,
                                  structure_score)
-from pipeline.radiometry import fast_quantiles
+from pipeline.change.radiometry import fast_quantiles
 from pipeline.run import _may_hold_blobs, _stripes
 
 
@@ -33,7 +34,7 @@ def scene():
 @pytest.mark.parametrize("dense_share", [0.0, 1.0])  # whole-array envelopes always, never
 def test_block_mask_equals_the_whole_array_mask(scene, tolerance_px, hole, dense_share,
                                                 monkeypatch):
-    from pipeline import difference
+    from pipeline.change import difference
     monkeypatch.setattr(difference, "DENSE_SHARE", dense_share)
     before, after = scene
     valid = np.ones(before.shape[1:], bool)
@@ -258,7 +259,7 @@ def test_score_at_pixels_is_the_same_from_neighbours_and_whole_envelopes(scene, 
                                                                           monkeypatch):
     # the two ways of taking the envelopes, every pixel and a scattered few (the array's
     # borders among them): the whole-array change score's values, bit for bit
-    from pipeline import difference
+    from pipeline.change import difference
     before, after = scene
     sb = [np.ascontiguousarray(smooth(x, 0.8)) for x in before]
     sa = [np.ascontiguousarray(smooth(x, 0.8)) for x in after]
@@ -280,7 +281,7 @@ def test_score_at_pixels_is_the_same_from_neighbours_and_whole_envelopes(scene, 
 def test_quiet_block_stops_before_the_local_gain_is_counted(scene, monkeypatch):
     # with a local unit no smaller than half the scene's, a difference of 2 units everywhere
     # cannot seed (5): the block is empty without the gain; a real change still is counted
-    from pipeline import difference
+    from pipeline.change import difference
     before, _ = scene
     valid = np.ones(before.shape[1:], bool)
     rng = np.random.default_rng(5)

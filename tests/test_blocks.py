@@ -1,7 +1,7 @@
 """Windowed processing gives the same detections as whole-array processing."""
 import pytest
 
-from pipeline import synth
+from pipeline.testing import synth
 from pipeline.config import Config
 from pipeline.run import run_pair
 

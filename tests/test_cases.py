@@ -7,7 +7,7 @@ from affine import Affine
 from click.testing import CliRunner
 
 from conftest import shared_dataset, write_tif
-from pipeline.cases import (Box, Case, airbus_cases, build_truth, fill_mask, frame_offset,
+from pipeline.testing.cases import (Box, Case, airbus_cases, build_truth, fill_mask, frame_offset,
                             image_shape, load_annotations, merge_duplicates, score_case,
                             truth_collection, wrap_case, write_truth)
 from pipeline.cli import eval_main

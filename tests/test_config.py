@@ -59,7 +59,7 @@ def test_aircraft_classes_cover_10_to_80_m_without_gaps():
 
 
 def test_real_objects_land_in_the_right_category():
-    from pipeline.classify import footprint_class
+    from pipeline.detect.classify import footprint_class
     classes = Config().classes
     cases = {  # (length, width) of footprints as a detector measures them
         "An-124": ((69, 73), "aircraft"), "Il-76": ((47, 50), "aircraft"),

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pipeline.coregister import estimate_shift, window_shift
+from pipeline.coreg.shift import estimate_shift, window_shift
 
 
 def _texture(n: int, seed: int) -> np.ndarray:

@@ -4,7 +4,7 @@ import pytest
 from click.testing import CliRunner
 from scipy import ndimage
 
-from pipeline import synth
+from pipeline.testing import synth
 from pipeline.cli import main
 from pipeline.errors import RegistrationError
 from pipeline.run import run_pair

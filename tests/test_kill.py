@@ -16,7 +16,7 @@ import pytest
 import rasterio
 from PIL import Image
 
-from pipeline import synth
+from pipeline.testing import synth
 
 KILLS = 20
 OUTPUTS = ("detections.geojson", "report.json", "report.html", "change_mask.tif", "overlay.png")

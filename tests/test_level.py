@@ -9,7 +9,7 @@ from rasterio.windows import Window
 
 from pipeline.config import Config
 from pipeline.evaluate import evaluate, load_features
-from pipeline.radiometry import LevelField, Radiometry, fit_level, normalise
+from pipeline.change.radiometry import LevelField, Radiometry, fit_level, normalise
 from pipeline.run import run_pair
 
 

@@ -2,7 +2,7 @@
 import cv2
 import numpy as np
 
-from pipeline import synth
+from pipeline.testing import synth
 from pipeline.config import Config
 from pipeline.evaluate import evaluate, load_features
 from pipeline.run import run_pair

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.config import DifferenceConfig
-from pipeline.difference import (
+from pipeline.change.difference import (
     LocalNoise,
     block_change_mask,
     local_gain_map,

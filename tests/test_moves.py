@@ -1,7 +1,7 @@
 """An object that moved: one ``disappeared`` and one ``appeared`` detection, linked by
 ``moved_with`` only when nothing else could be the other half."""
-from pipeline.blobs import Blob
-from pipeline.classify import Detection, link_moves
+from pipeline.detect.blobs import Blob
+from pipeline.detect.classify import Detection, link_moves
 
 RES = (0.5, 0.5)
 

@@ -1,4 +1,4 @@
-"""End-to-end behaviour on synthetic airbase scenes with known truth (pipeline.synth)."""
+"""End-to-end behaviour on synthetic airbase scenes with known truth (pipeline.testing.synth)."""
 import json
 import subprocess
 import sys
@@ -9,7 +9,7 @@ import pytest
 import rasterio
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-from pipeline import synth
+from pipeline.testing import synth
 from pipeline.evaluate import evaluate, load_features
 from pipeline.run import run_pair
 

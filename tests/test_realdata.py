@@ -4,7 +4,7 @@ import json
 import pytest
 
 from pipeline.config import Config
-from pipeline.rasterio_io import wrap_plain_image
+from pipeline.io.raster import wrap_plain_image
 from pipeline.run import run_pair
 from conftest import shared_dataset
 

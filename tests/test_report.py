@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import report
+from pipeline.report import pictures as report
 from pipeline.run import run_pair
 
 

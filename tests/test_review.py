@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import review
+from pipeline.report import review
 from pipeline.errors import InputError
 from pipeline.run import run_pair
 

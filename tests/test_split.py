@@ -1,4 +1,4 @@
-"""Blobs that join several aircraft at narrow necks are cut into them (pipeline.blobs.split_at_necks)."""
+"""Blobs that join several aircraft at narrow necks are cut into them (pipeline.detect.blobs.split_at_necks)."""
 from __future__ import annotations
 
 import math
@@ -9,8 +9,8 @@ import pytest
 from affine import Affine
 
 from conftest import write_tif
-from pipeline.blobs import Blob, split_at_necks
-from pipeline.classify import Detection, one_per_object
+from pipeline.detect.blobs import Blob, split_at_necks
+from pipeline.detect.classify import Detection, one_per_object
 from pipeline.config import Config
 from pipeline.run import run_pair
 

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from pipeline.config import DifferenceConfig
-from pipeline.difference import (block_change_mask, gradient_magnitude, robust_sigma, smooth,
+from pipeline.change.difference import (block_change_mask, gradient_magnitude, robust_sigma, smooth,
                                  smoothed_difference)
 
 

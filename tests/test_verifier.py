@@ -1,10 +1,10 @@
-"""The learned verifier of aircraft candidates (pipeline.verifier), on by default."""
+"""The learned verifier of aircraft candidates (pipeline.detect.verifier), on by default."""
 import json
 
 import numpy as np
 import pytest
 
-from pipeline import verifier
+from pipeline.detect import verifier
 from pipeline.config import Config
 from pipeline.run import run_pair
 
@@ -45,7 +45,7 @@ def test_on_keeping_every_candidate_is_the_classical_result_and_the_marked_other
         tmp_path, monkeypatch):
     assert Config().verifier.enabled is True
     # a scene where a classical rule drops an aircraft candidate (it touches static structure)
-    from pipeline import synth
+    from pipeline.testing import synth
     synth.write_pair(synth.make_pair(seed=0, size_px=1024, scenario="random", difficulty="easy"),
                      tmp_path)
     pair = (tmp_path / "before.tif", tmp_path / "after.tif")
@@ -100,8 +100,8 @@ def _scene(structure: bool, shape: str):
     after = before.copy()
     after[:, inside] = 200.0
     changed = inside.copy()
-    from pipeline.blobs import measure
-    from pipeline.classify import ring_around
+    from pipeline.detect.blobs import measure
+    from pipeline.detect.classify import ring_around
     score = np.where(inside, 20.0, 0.0).astype(np.float32)
     blob = measure(inside, (0, 0), (0.5, 0.5), score=score)
     ring = ring_around(inside, changed, 6)
@@ -112,7 +112,7 @@ def _scene(structure: bool, shape: str):
     (True, "cross", "static"), (False, "rectangle", "compact"), (False, "long", "noclass"),
     (False, "cross", None)])
 def test_a_rule_the_classical_path_drops_by_is_a_feature_when_judged(structure, shape, rule):
-    from pipeline.classify import classical_rule, classify_blob
+    from pipeline.detect.classify import classical_rule, classify_blob
     blob, before, after, inside, ring, score = _scene(structure, shape)
     args = (blob, before, after, inside, ring, Config().classes)
     judged = classify_blob(*args, score=score, res_m=(0.5, 0.5), rules=False)
@@ -122,7 +122,7 @@ def test_a_rule_the_classical_path_drops_by_is_a_feature_when_judged(structure, 
     assert (classical is None) == (rule is not None)
     if rule == "noclass":  # the class of its length, fitting it not at all, and said so
         assert judged.klass == "large-transport" and judged.class_fit == 0
-        from pipeline.export import detection_properties
+        from pipeline.io.export import detection_properties
         assert detection_properties(judged)["class_fit"] == 0
     x = verifier.candidate_features(blob, judged, before, after, inside, ring, score, 1.0,
                                     (0.5, 0.5), 5.0, rule=rule)

@@ -1,11 +1,11 @@
-"""The verifier's object-level features (pipeline.verifier): the planform of a mask, the object
+"""The verifier's object-level features (pipeline.detect.verifier): the planform of a mask, the object
 found a little way off in the other image, its polarity against the ground and its size against
 the other candidates of its blob, each on shapes with known answers."""
 import cv2
 import numpy as np
 import pytest
 
-from pipeline.verifier import (BLOB_FEATURES, FEATURES, SHAPE_FEATURES, blob_context, contrast,
+from pipeline.detect.verifier import (BLOB_FEATURES, FEATURES, SHAPE_FEATURES, blob_context, contrast,
                                found_in_other, shape_features)
 
 RES = (0.5, 0.5)

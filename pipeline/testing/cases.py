@@ -25,10 +25,10 @@ from scipy.sparse.csgraph import connected_components
 from shapely.geometry import Polygon, mapping
 from shapely.geometry.polygon import orient
 
-from . import rasterio_io as rio
-from .config import Config
-from .errors import InputError, RegistrationError
-from .evaluate import Score, excused, is_ignore, match
+from ..io import raster as rio
+from ..config import Config
+from ..errors import InputError, RegistrationError
+from ..evaluate import Score, excused, is_ignore, match
 
 #: Annotation label of a whole aircraft; every other label (``Truncated_airplane``) is unjudgeable.
 AIRPLANE = "Airplane"
@@ -244,7 +244,7 @@ def frame_offset(before_path: str | Path, after_path: str | Path, config: Config
     RegistrationError
         The co-registration measured no shift, or one below ``coregistration.min_quality``.
     """
-    from .run import coregister_pair  # the run module imports every stage; only needed here
+    from ..run import coregister_pair  # the run module imports every stage; only needed here
 
     config = config or Config()
     col0, row0 = placement_px(before_path, after_path)

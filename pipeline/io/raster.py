@@ -27,7 +27,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from .errors import InputError, OutputError
+from ..errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from rasterio.warp import transform as warp_transform
 from shapely.geometry import Polygon, mapping
 from shapely.geometry.polygon import orient
 
-from .classify import Detection
-from .errors import PipelineError
-from .rasterio_io import Grid, write_text_atomic
+from ..detect.classify import Detection
+from ..errors import PipelineError
+from .raster import Grid, write_text_atomic
 
 
 def detection_properties(det: Detection) -> dict:

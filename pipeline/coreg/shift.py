@@ -1,6 +1,6 @@
 """Co-registration: estimate the residual shift of AFTER's content after reprojection.
 
-AFTER is first resampled onto the BEFORE grid (see :func:`pipeline.rasterio_io.warped_onto`); real
+AFTER is first resampled onto the BEFORE grid (see :func:`pipeline.io.raster.warped_onto`); real
 pairs from different dates still differ by a few pixels. This module measures that residual shift
 from several windows by phase correlation of gradient images, and forms a consensus.
 """

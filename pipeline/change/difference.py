@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .config import DifferenceConfig
-from .coregister import gradient_magnitude as _image_gradient
+from ..config import DifferenceConfig
+from ..coreg.shift import gradient_magnitude as _image_gradient
 
 
 def _disk(radius_px: float) -> np.ndarray | None:

@@ -23,10 +23,10 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 
-from . import rasterio_io as rio
-from .config import Config, config_from_mapping
-from .errors import InputError
-from .report import (CHANGE_COLOURS, detection_label, display_limits, picture_grid, score_chip,
+from ..io import raster as rio
+from ..config import Config, config_from_mapping
+from ..errors import InputError
+from .pictures import (CHANGE_COLOURS, detection_label, display_limits, picture_grid, score_chip,
                      to_display)
 
 VERDICTS = ("confirmed", "rejected")
@@ -151,7 +151,7 @@ class Pair:
 
 def run_shift(report: dict):
     """The shift a run removed from AFTER: a (dx, dy) pair, BEFORE pixels, or the local shift
-    field (:class:`pipeline.coregister.ShiftField`) rebuilt from report.json."""
+    field (:class:`pipeline.coreg.shift.ShiftField`) rebuilt from report.json."""
     co = report.get("coregistration", {})
     if not co.get("applied", True):
         return (0.0, 0.0)
@@ -159,7 +159,7 @@ def run_shift(report: dict):
     local = co.get("local")
     if not local:
         return shift
-    from .coregister import ShiftField
+    from ..coreg.shift import ShiftField
 
     dx, dy = np.asarray(local["field_dx_px"], float), np.asarray(local["field_dy_px"], float)
     return ShiftField(np.asarray(local["grid_cols_px"], float), np.asarray(local["grid_rows_px"], float),
@@ -251,7 +251,7 @@ def scene_layers(outputs: Outputs, *, window: Window | None = None, max_px: int 
     Notes
     -----
     The score uses report.json's radiometry and score unit
-    (:func:`pipeline.report.score_chip`); within a block border of a few pixels it matches
+    (:func:`pipeline.report.pictures.score_chip`); within a block border of a few pixels it matches
     the pipeline's.
     """
     diff = outputs.report["config"]["difference"]

@@ -5,7 +5,7 @@ It judges ``aircraft``-category detections only; launchers are never touched. Wi
 ``verifier.enabled`` the blobs whose mean change score (times the local noise gain) reaches
 ``verifier.min_sigma`` instead of ``difference.blob_sigma`` are classified too, the aircraft
 among them are made even where a classical rule would drop them
-(:func:`pipeline.classify.classical_rule`: the rule is one of the features), and the verifier
+(:func:`pipeline.detect.classify.classical_rule`: the rule is one of the features), and the verifier
 keeps those whose probability reaches the model's threshold (chosen by the training command on
 held-out airports, not tuned by hand) or ``verifier.threshold`` when given.
 
@@ -37,8 +37,8 @@ import numpy as np
 
 from .blobs import Blob, pixel_corners
 from .classify import Detection, object_pixels, shadow_share, stands_out, static_share
-from .difference import robust_sigma
-from .errors import ConfigError
+from ..change.difference import robust_sigma
+from ..errors import ConfigError
 
 MODEL_PATH = Path(__file__).with_name("verifier_model.json")
 
@@ -68,7 +68,7 @@ FEATURES = (
     "hold_signed", "other_signed", "signed_agreement",
     *BLOB_FEATURES,
 )
-# the classical rules (:func:`pipeline.classify.classical_rule`) a candidate breaks, as features
+# the classical rules (:func:`pipeline.detect.classify.classical_rule`) a candidate breaks, as features
 RULES = ("static", "shadow", "vehicle-group", "compact", "noclass")
 
 
@@ -166,7 +166,7 @@ def silhouette(inside: np.ndarray, obj: np.ndarray, lum: np.ndarray, ring: np.nd
                res_m: tuple[float, float], *, reach_m: float = 2.0) -> np.ndarray:
     """The object as the image that holds it shows it, whatever the change mask kept: pixels
     within ``reach_m`` of the blob that stand out from the ring's ground
-    (:func:`pipeline.classify.stands_out`, and by 5 % of its level), the pieces of them that
+    (:func:`pipeline.detect.classify.stands_out`, and by 5 % of its level), the pieces of them that
     touch ``obj``; ``obj`` when none does."""
     if ring.sum() < 8:
         return obj
@@ -221,7 +221,7 @@ def candidate_features(raw: Blob, det: Detection, before: np.ndarray, after: np.
 
     ``raw`` is the blob as found (its score filled in), ``det`` its detection (the object
     measured without shadow and fringe); the chips, masks and score are those given to
-    :func:`pipeline.classify.classify_blob`; ``gain`` is the local noise gain; ``rule`` the
+    :func:`pipeline.detect.classify.classify_blob`; ``gain`` is the local noise gain; ``rule`` the
     classical rule that would drop it (:data:`RULES`), if any; ``shown_from`` the blob's
     pixels when ``inside`` is the object as an image shows it around them (``split.grow_m``):
     the object is then ``inside`` without its shadow, not cut where the score falls.

@@ -24,12 +24,12 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
-from . import rasterio_io as rio
-from .classify import Detection
-from .config import Config
-from .coregister import Shift
-from .difference import change_score
-from .radiometry import Radiometry, comparable, normalise
+from ..io import raster as rio
+from ..detect.classify import Detection
+from ..config import Config
+from ..coreg.shift import Shift
+from ..change.difference import change_score
+from ..change.radiometry import Radiometry, comparable, normalise
 
 # colour-blind-safe pair (RGB): amber for appeared, sky blue for disappeared
 CHANGE_COLOURS = {"appeared": (255, 176, 0), "disappeared": (0, 150, 255)}
@@ -77,7 +77,7 @@ def detection_label(det_id: str) -> str:
 def picture_grid(grid: rio.Grid, max_side_px: int) -> rio.Grid:
     """``grid`` scaled down (never up) so that its longest side is ``max_side_px``.
 
-    Unlike :func:`pipeline.rasterio_io.decimated_grid` the factor need not be an integer: a
+    Unlike :func:`pipeline.io.raster.decimated_grid` the factor need not be an integer: a
     1024-pixel scene fills a 1000-pixel panel instead of shrinking to 512.
     """
     s = min(1.0, max_side_px / max(grid.width, grid.height))
@@ -494,7 +494,7 @@ def score_chip(before: np.ndarray, after: np.ndarray, valid: np.ndarray, report:
     Returns
     -------
     (M, N) float32
-        Change score in noise standard deviations, as :func:`pipeline.difference.change_score`
+        Change score in noise standard deviations, as :func:`pipeline.change.difference.change_score`
         gives it inside the pipeline (up to the chip's border, where the smoothing sees less).
     """
     rad = report["radiometry"]

@@ -13,8 +13,8 @@ import numpy as np
 import shapely
 
 from .blobs import Blob, measure
-from .difference import robust_sigma, shadow_like
-from .config import FootprintClass
+from ..change.difference import robust_sigma, shadow_like
+from ..config import FootprintClass
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,7 @@ def object_pixels(inside: np.ndarray, holding: np.ndarray, other: np.ndarray,
     """The blob's pixels without the object's own shadow and without its blurred fringe.
 
     In the image that holds the object, its shadow is the ground of the other image dimmed
-    (:func:`pipeline.difference.shadow_like`); the object itself is not. The sensor's blur
+    (:func:`pipeline.change.difference.shadow_like`); the object itself is not. The sensor's blur
     spreads an object's edge over a pixel or two, and the mask follows it down to the noise:
     the object's edge is where its change score falls below ``edge_fraction`` of its 90th
     percentile (near half maximum, the usual definition of an edge). Returns the largest
@@ -295,7 +295,7 @@ def shadow_share(before: np.ndarray, after: np.ndarray, inside: np.ndarray,
                  score: np.ndarray | None) -> float:
     """Share of the blob's core (its pixels scoring at least 0.4 of its 90th percentile, where
     the object is, not the blurred fringe; the whole blob without a score) that a shadow
-    falling or lifting explains (:func:`pipeline.difference.shadow_like`); 0 without a core."""
+    falling or lifting explains (:func:`pipeline.change.difference.shadow_like`); 0 without a core."""
     core = inside
     if score is not None:
         core = inside & (score >= 0.4 * float(np.percentile(score[inside], 90)))

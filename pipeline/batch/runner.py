@@ -25,10 +25,11 @@ from typing import Callable, Iterator
 
 import rasterio.errors
 
-from . import __version__, verifier
-from .config import Config, Zone
-from .errors import InputError, OutputError, PipelineError
-from .rasterio_io import ensure_output_dir, write_text_atomic
+from .. import __version__
+from ..detect import verifier
+from ..config import Config, Zone
+from ..errors import InputError, OutputError, PipelineError
+from ..io.raster import ensure_output_dir, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +346,7 @@ def process_pair(job: PairJob, out_dir: str | Path, config: Config, *, config_di
     with ``status: "failed"`` and the reason instead of an exception; the failure is remembered
     unless it may pass by itself (an :class:`OutputError`: disk full, permissions).
     """
-    from .run import run_pair
+    from ..run import run_pair
 
     pair_dir = Path(out_dir) / job.name
     pair_dir.mkdir(parents=True, exist_ok=True)
