@@ -30,7 +30,7 @@ from rasterio.windows import Window
 sys.path.insert(0, str(Path(__file__).parent))
 from common import large_pair, plain_read_s  # noqa: E402
 
-from pipeline.io.raster import cubic_weights  # noqa: E402
+from pipeline.io.warp import cubic_weights  # noqa: E402
 
 STEPS = ("read", "shift", "smooth")
 

@@ -1,6 +1,6 @@
 """Co-registration: estimate the residual shift of AFTER's content after reprojection.
 
-AFTER is first resampled onto the BEFORE grid (see :func:`pipeline.io.raster.warped_onto`); real
+AFTER is first resampled onto the BEFORE grid (see :func:`pipeline.io.warp.warped_onto`); real
 pairs from different dates still differ by a few pixels. This module measures that residual shift
 from several windows by phase correlation of gradient images, and forms a consensus.
 """
@@ -364,6 +364,28 @@ def estimate_field(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarr
     affine fit.
     """
     gdx, gdy = global_shift
+    raw_dx, raw_dy = _node_shifts(windows, cols_px, rows_px, global_shift,
+                                  max_deviation_px=max_deviation_px, min_peak=min_peak, band=band)
+    keep = _agrees_with_neighbours(raw_dx, raw_dy, neighbour_tolerance_px)
+    dx = _filled(np.where(keep, raw_dx, np.nan), gdx)
+    dy = _filled(np.where(keep, raw_dy, np.nan), gdy)
+    # light smoothing: outliers are gone already, and a heavier one flattens real gradients
+    dx = ndimage.gaussian_filter(dx, 0.5, mode="nearest")
+    dy = ndimage.gaussian_filter(dy, 0.5, mode="nearest")
+    return ShiftField(np.asarray(cols_px, float), np.asarray(rows_px, float), dx, dy, keep,
+                      raw_dx, raw_dy)
+
+
+def _node_shifts(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarray, np.ndarray]],
+                 cols_px: np.ndarray, rows_px: np.ndarray, global_shift: tuple[float, float], *,
+                 max_deviation_px: float, min_peak: float, band: int | None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Each node's own shift (dx, dy), (ny, nx) each, NaN where its window is missing, flat,
+    too weak (``min_peak``) or too far from ``global_shift`` (``max_deviation_px``).
+
+    AFTER is first moved by the global shift: the window measures the residual near zero.
+    """
+    gdx, gdy = global_shift
     ny, nx = rows_px.size, cols_px.size
     raw_dx = np.full((ny, nx), np.nan)
     raw_dy = np.full((ny, nx), np.nan)
@@ -381,8 +403,15 @@ def estimate_field(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarr
         if peak < min_peak or math.hypot(rdx, rdy) > max_deviation_px:
             continue
         raw_dx[j, i], raw_dy[j, i] = gdx + rdx, gdy + rdy
+    return raw_dx, raw_dy
+
+
+def _agrees_with_neighbours(raw_dx: np.ndarray, raw_dy: np.ndarray, tolerance_px: float
+                            ) -> np.ndarray:
+    """(ny, nx) bool: measured nodes within ``tolerance_px`` of the median of their measured
+    neighbours (those with fewer than two measured neighbours are kept)."""
     measured = np.isfinite(raw_dx)
-    # reject nodes that disagree with their measured neighbours
+    ny, nx = measured.shape
     keep = measured.copy()
     for j in range(ny):
         for i in range(nx):
@@ -394,22 +423,22 @@ def estimate_field(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarr
             if nb.sum() >= 2:
                 mdx = np.median(raw_dx[sl][nb])
                 mdy = np.median(raw_dy[sl][nb])
-                if math.hypot(raw_dx[j, i] - mdx, raw_dy[j, i] - mdy) > neighbour_tolerance_px:
+                if math.hypot(raw_dx[j, i] - mdx, raw_dy[j, i] - mdy) > tolerance_px:
                     keep[j, i] = False
-    dx = np.where(keep, raw_dx, np.nan)
-    dy = np.where(keep, raw_dy, np.nan)
-    for values, fallback in ((dx, gdx), (dy, gdy)):
-        for _ in range(max(nx, ny)):
-            missing = ~np.isfinite(values)
-            if not missing.any():
-                break
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN neighbourhoods
-                filled = ndimage.generic_filter(values, np.nanmedian, size=3, mode="nearest")
-            values[missing] = filled[missing]
-        values[~np.isfinite(values)] = fallback
-    # light smoothing: outliers are gone already, and a heavier one flattens real gradients
-    dx = ndimage.gaussian_filter(dx, 0.5, mode="nearest")
-    dy = ndimage.gaussian_filter(dy, 0.5, mode="nearest")
-    return ShiftField(np.asarray(cols_px, float), np.asarray(rows_px, float), dx, dy, keep,
-                      raw_dx, raw_dy)
+    return keep
+
+
+def _filled(values: np.ndarray, fallback: float) -> np.ndarray:
+    """``values`` (ny, nx) with its NaN nodes filled, in place, by the median of their filled
+    neighbours, ring after ring; ``fallback`` where none is ever reached."""
+    ny, nx = values.shape
+    for _ in range(max(nx, ny)):
+        missing = ~np.isfinite(values)
+        if not missing.any():
+            break
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN neighbourhoods
+            filled = ndimage.generic_filter(values, np.nanmedian, size=3, mode="nearest")
+        values[missing] = filled[missing]
+    values[~np.isfinite(values)] = fallback
+    return values

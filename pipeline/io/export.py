@@ -12,7 +12,8 @@ from shapely.geometry.polygon import orient
 
 from ..detect.classify import Detection
 from ..errors import PipelineError
-from .raster import Grid, write_text_atomic
+from .outputs import write_text_atomic
+from .raster import Grid
 
 
 def detection_properties(det: Detection) -> dict:

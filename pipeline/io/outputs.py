@@ -1,0 +1,224 @@
+"""The last stage: outputs written so that a reader never sees half of one.
+
+Atomic writes (a temporary file beside the final one, then a rename), the change-mask writer and
+its readers, and the hidden staging folder a run's files are made in before they are published
+into the output folder together.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.windows import Window
+
+from ..errors import OutputError
+
+if TYPE_CHECKING:
+    from .raster import Grid
+
+def _new_file_beside(final: Path) -> Path:
+    """A new empty file beside ``final`` under a name of its own, created 0666 less the user's
+    umask as any file they write (``tempfile.mkstemp`` makes them 0600, and reading the umask
+    means changing it)."""
+    for _ in range(100):
+        tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.part")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise OutputError(f"{final.parent}: cannot create a temporary file", path=final.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it to ``final`` only if the block succeeds."""
+    final = Path(final)
+    tmp_path = _new_file_beside(final)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(final: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``final`` atomically."""
+    write_parts_atomic(final, [text])
+
+
+def write_parts_atomic(final: str | Path, parts: Iterable[str]) -> None:
+    """Write the text ``parts`` one after the other (each made when its turn comes), atomically."""
+    with atomic_path(final) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for part in parts:
+                fh.write(part)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def write_bytes_atomic(final: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``final`` atomically."""
+    with atomic_path(final) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+class MaskWriter:
+    """Writes the change mask block by block into a tiled GeoTIFF, then publishes it as a COG.
+
+    Values: 0 no change, 1 change, 255 nodata (outside valid data of either image).
+    """
+
+    NODATA = 255
+
+    def __init__(self, final: str | Path, grid: Grid):
+        self.final = Path(final)
+        self.grid = grid
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.final.name}.", suffix=".blocks.tif",
+                                   dir=self.final.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        # ZSTD: as small as deflate on a mask, read back (pass 2, the COG copy) 3x faster
+        self._ds = rasterio.open(
+            self._tmp, "w", driver="GTiff", width=grid.width, height=grid.height, count=1,
+            dtype="uint8", crs=grid.crs, transform=grid.transform, nodata=self.NODATA,
+            tiled=True, blockxsize=256, blockysize=256, compress="zstd")
+
+    def write(self, window: Window, mask: np.ndarray) -> None:
+        self._ds.write(mask.astype("uint8", copy=False), 1, window=window)
+
+    def flush(self) -> None:
+        """Reopen the blocks written so far for reading (pass 2 reads the mask back)."""
+        self._ds.close()
+        self._ds = rasterio.open(self._tmp)
+
+    def read(self, window: Window) -> np.ndarray:
+        """The mask in ``window`` (after :meth:`flush`); outside the grid reads as nodata."""
+        return _read_mask(self._ds, window)
+
+    def reader(self) -> MaskReader:
+        """Another handle on the blocks written so far (after :meth:`flush`), for one thread."""
+        return MaskReader(self._tmp)
+
+    def close(self) -> None:
+        """Finish: build overviews, copy to a COG under a temporary name, rename."""
+        self._ds.close()
+        try:
+            # a small block cache: the copy reads each block once, and GDAL would otherwise
+            # fill the whole cache (hundreds of MB on a large scene) for nothing
+            with atomic_path(self.final) as tmp, rasterio.Env(GDAL_CACHEMAX=64 * 1024 * 1024):
+                rasterio.shutil.copy(self._tmp, tmp, driver="COG", compress="deflate",
+                                     overview_resampling="nearest", blocksize=512)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the blocks written so far; nothing is published."""
+        if not self._ds.closed:
+            self._ds.close()
+        if self._tmp.exists():
+            self._tmp.unlink()
+
+
+class MaskReader:
+    """Reads a :class:`MaskWriter`'s blocks from one thread (GDAL handles are not shared)."""
+
+    def __init__(self, path: Path):
+        self._ds = rasterio.open(path)
+
+    def read(self, window: Window) -> np.ndarray:
+        """The mask in ``window``; outside the grid reads as nodata."""
+        return _read_mask(self._ds, window)
+
+    def close(self) -> None:
+        self._ds.close()
+
+
+def _read_mask(ds, window: Window) -> np.ndarray:
+    inside = (window.col_off >= 0 and window.row_off >= 0 and
+              window.col_off + window.width <= ds.width and
+              window.row_off + window.height <= ds.height)
+    if inside:  # a boundless read goes through a VRT: several times slower
+        return ds.read(1, window=window)
+    return ds.read(1, window=window, boundless=True, fill_value=MaskWriter.NODATA)
+
+
+STAGE_PREFIX = ".partial-"  # a run's hidden staging folder in the output folder
+
+
+def refuse_used_output_dir(out: Path) -> None:
+    """An existing output folder must be empty, or hold only a killed run's staging folder."""
+    if out.is_dir() and any(not p.name.startswith(STAGE_PREFIX) for p in out.iterdir()):
+        raise OutputError(f"{out}: output folder exists and is not empty; use --overwrite "
+                          "to replace its outputs", path=out)
+
+
+@contextlib.contextmanager
+def staged_outputs(out: Path) -> Iterator[Path]:
+    """A fresh hidden folder in ``out`` for one run's files, removed afterwards in any case.
+
+    Files are made there and moved into ``out`` by :func:`publish` once all of them exist, so a
+    run that fails or is killed leaves the outputs of an earlier run whole. Folders left by
+    killed runs (their process is gone) are removed first.
+    """
+    for old in out.glob(f"{STAGE_PREFIX}*"):
+        pid = old.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=out))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def publish(stage: Path, out: Path, files: list[Path], *, last: str) -> dict[str, Path]:
+    """Move ``files`` (in ``stage``) into ``out`` by renames, the one named ``last`` at the end."""
+    published = {}
+    for f in sorted(files, key=lambda f: f.name == last):
+        os.replace(f, out / f.name)
+        published[f.name] = out / f.name
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the renames reach the disk before anyone reads report.json
+    finally:
+        os.close(fd)
+    return published
+
+
+def ensure_output_dir(out: str | Path) -> Path:
+    """Create the output folder ``out`` if needed; :class:`OutputError` when it cannot be
+    created or written."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: output path exists and is not a folder", path=out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{out}: cannot create the output folder ({err.strerror})",
+                          path=out) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OutputError(f"{out}: output folder is not writable", path=out)
+    return out
