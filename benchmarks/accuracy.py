@@ -25,14 +25,25 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.testing import synth
-from pipeline.testing.cases import (Case, CaseScore, Truth, airbus_cases, build_truth, fill_mask,
-                            image_shape, load_annotations, placement_px, score_case, wrap_case,
-                            write_truth)
 from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError, RegistrationError
 from pipeline.evaluate import Score, load_features
 from pipeline.run import coregister_pair, run_pair
+from pipeline.testing import synth
+from pipeline.testing.cases import (
+    Case,
+    CaseScore,
+    Truth,
+    airbus_cases,
+    build_truth,
+    fill_mask,
+    image_shape,
+    load_annotations,
+    placement_px,
+    score_case,
+    wrap_case,
+    write_truth,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT.parent / "shared" / "data" / "airbus-aircraft-sample"
@@ -83,7 +94,7 @@ class Row:
 
 def real_config(config: Config) -> Config:
     """The JPEGs declare no nodata; their black fill is 0 (as in tests/test_realdata.py)."""
-    return config.model_copy(update={"input": config.input.model_copy(update={"nodata": 0})})
+    return config.with_overrides({"input": {"nodata": 0}})
 
 
 def prepare(case: Case, folder: Path, config: Config) -> tuple[Path, Path, dict]:
@@ -163,7 +174,7 @@ def _run_and_score(row: Row, before: Path, after: Path, out: Path, config: Confi
     except RegistrationError:
         row.error = "co-registration refused (quality below min_quality)"
     except PipelineError as err:
-        row.error = str(err).split(": ", 1)[-1][:66]
+        row.error = err.reason[:66]
     else:
         if result.shift is not None:
             row.shift = (result.shift.dx_px, result.shift.dy_px)

@@ -17,17 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.testing import synth
 from pipeline.config import Config
 from pipeline.io.raster import wrap_plain_image
 from pipeline.run import coregister_pair
+from pipeline.testing import synth
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _config(**input_):
-    c = Config()
-    return c.model_copy(update={"input": c.input.model_copy(update=input_)})
+    return Config().with_overrides({"input": input_})
 
 
 def synthetic(n: int, size: int) -> None:

@@ -18,8 +18,8 @@ of them reached is counted:
     python benchmarks/misses.py                       # every real pair (about 6 min)
     python benchmarks/misses.py G6_0641acc3_b6e9f8fc  # some of them
 
-It instruments a copy of ``pipeline.run._detect_block`` (and fails loudly when that function
-no longer has the lines it hooks): a diagnosis tool, not a score. The match is by the truth
+It instruments copies of ``pipeline.detect.candidates._considered`` and ``_candidate`` and of
+``pipeline.detect.judge.judge`` (and fails loudly when they no longer have the lines it hooks): a diagnosis tool, not a score. The match is by the truth
 box's centre, looser than accuracy.py's scoring, so its "detected" differs from that tp.
 """
 from __future__ import annotations
@@ -35,12 +35,15 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from accuracy import (
+    real_config,  # the JPEGs' black fill is nodata, as accuracy.py runs them
+)
 from rasterio.warp import transform as warp_transform
 
-from accuracy import real_config  # the JPEGs' black fill is nodata, as accuracy.py runs them
 from pipeline import run
-from pipeline.detect.classify import change_direction, dropped_by_rule
 from pipeline.config import Config, load_config
+from pipeline.detect import candidates, judge
+from pipeline.detect.classify import change_direction, dropped_by_rule
 
 CASES = Path(__file__).resolve().parent / ".cache" / "accuracy"
 CONTROLS = ("G5_b3c7c22d_fc8f9dc5", "G8_e9021b38_ef92f434")
@@ -49,52 +52,67 @@ STAGES = ["nothing", "small", "size", "weak", "static", "shadow", "vehicle-group
           "detected"]
 LOG: list[tuple[tuple[int, int, int, int], str]] = []
 
-HOOKS = [  # (line of _detect_block, the same line with its stage logged)
-    ("        if too_small(blob) or not (fits or oversize):\n            continue",
-     "        if too_small(blob) or not (fits or oversize):\n"
-     "            LOG.append((blob.bbox_px, 'small' if too_small(blob) else 'size'))\n"
-     "            continue"),
-    ("                return None  # weak over its body",
-     "                LOG.append((region_blob.bbox_px, 'weak'))\n"
-     "                return None  # weak over its body"),
-    # judged by the verifier, no rule drops an aircraft: it is made, and the verifier decides
-    ("            if det is None:\n                return None",
-     "            if det is None:\n"
-     "                LOG.append((region_blob.bbox_px, 'noclass-or-compact' if judge else"
-     " _rule(region_blob, b, a, region, ring, score, grid.res_m)))\n"
-     "                return None"),
-    ("            if det.category != \"aircraft\" and (not strong or rule is not None):\n"
-     "                return None",
-     "            if det.category != \"aircraft\" and (not strong or rule is not None):\n"
-     "                LOG.append((region_blob.bbox_px, rule or 'launcher-weak'))\n"
-     "                return None\n"
-     "            if det.category != 'aircraft':\n"
-     "                LOG.append((region_blob.bbox_px, 'launcher'))"),
-    ("                elif model.probability(x) < threshold:\n                    continue",
-     "                elif model.probability(x) < threshold:\n"
-     "                    LOG.append((det.blob.bbox_px, 'verifier'))\n                    continue\n"
-     "            if det.category == 'aircraft':\n"
-     "                LOG.append((det.blob.bbox_px, 'detected-' + det.change))"),
-]
+HOOKS = {  # function -> [(its line, the same line with its stage logged)]
+    (candidates, "_considered"): [
+        ("    if rules.too_small(blob):\n        return False",
+         "    if rules.too_small(blob):\n        LOG.append((blob.bbox_px, 'small'))\n"
+         "        return False"),
+        ("    return (rules.split.enabled", "    ok = (rules.split.enabled"),
+        ("rules.largest_m[1]))",
+         "rules.largest_m[1]))\n    if not ok:\n        LOG.append((blob.bbox_px, 'size'))\n"
+         "    return ok"),
+    ],
+    (candidates, "_candidate"): [
+        ("        return None  # weak over its body",
+         "        LOG.append((region_blob.bbox_px, 'weak'))\n"
+         "        return None  # weak over its body"),
+        # judged by the verifier, no rule drops an aircraft: it is made, and the verifier decides
+        ("    if det is None:\n        return None",
+         "    if det is None:\n"
+         "        LOG.append((region_blob.bbox_px, 'noclass-or-compact' if judging else"
+         " _rule(region_blob, b, a, region, ring, chip.score, rules.res_m)))\n"
+         "        return None"),
+        ("    if det.category != \"aircraft\" and (not strong or rule is not None):\n"
+         "        return None",
+         "    if det.category != \"aircraft\" and (not strong or rule is not None):\n"
+         "        LOG.append((region_blob.bbox_px, rule or 'launcher-weak'))\n"
+         "        return None\n"
+         "    if det.category != 'aircraft':\n"
+         "        LOG.append((region_blob.bbox_px, 'launcher'))"),
+    ],
+    (judge, "judge"): [
+        ("                continue  # the verifier finds",
+         "                LOG.append((c.det.blob.bbox_px, 'verifier'))\n"
+         "                continue  # the verifier finds"),
+        ("        dets.append(c.det)",
+         "        if c.det.category == 'aircraft':\n"
+         "            LOG.append((c.det.blob.bbox_px, 'detected-' + c.det.change))\n"
+         "        dets.append(c.det)"),
+    ],
+}
 
 
 def _rule(blob, before, after, inside, ring, score, res_m) -> str:
     """Which step of :func:`pipeline.detect.classify.classify_blob` dropped a blob."""
     change, conf, _, _ = change_direction(before, after, inside, ring)
-    return (dropped_by_rule(blob, before, after, inside, ring, score, res_m, change, conf)
+    return (dropped_by_rule(blob, before, after, inside, ring, score=score, res_m=res_m,
+                            change=change, conf=conf)
             or "noclass-or-compact")
 
 
 def instrument() -> None:
-    """Replace ``run._detect_block`` by a copy that logs each blob's stage in :data:`LOG`."""
-    src = textwrap.dedent(inspect.getsource(run._detect_block))
-    for old, new in HOOKS:
-        if old not in src:
-            sys.exit(f"pipeline.run._detect_block changed: cannot hook {old.strip()[:60]!r}")
-        src = src.replace(old, new)
-    namespace = run.__dict__
-    namespace.update(LOG=LOG, _rule=_rule)
-    exec(compile(src, "misses:_detect_block", "exec"), namespace)
+    """Replace the functions of :data:`HOOKS` by copies that log each blob's stage in
+    :data:`LOG`."""
+    for (module, name), hooks in HOOKS.items():
+        src = textwrap.dedent(inspect.getsource(getattr(module, name)))
+        for old, new in hooks:
+            if old not in src:
+                sys.exit(f"{module.__name__}.{name} changed: cannot hook {old.strip()[:60]!r}")
+            src = src.replace(old, new)
+        namespace = module.__dict__
+        namespace.update(LOG=LOG, _rule=_rule)
+        exec(compile(src, f"misses:{name}", "exec"), namespace)
+    run.judge = judge.judge  # run calls it by the name it imported
 
 
 def stages_of(case: Path, config: Config) -> list[tuple[str, str]]:

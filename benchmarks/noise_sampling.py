@@ -17,14 +17,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from rasterio.windows import Window
 
 from pipeline import run
 from pipeline.change import difference
-from pipeline.io import raster as rio
-from pipeline.config import Config
+from pipeline.change.noise import fit_noise_model
 from pipeline.change.radiometry import comparable, normalise
+from pipeline.config import Config
+from pipeline.coreg.register import matching_windows
+from pipeline.io.scene import open_scene
 
 CASES = Path(__file__).resolve().parent / ".cache" / "accuracy"
 
@@ -33,29 +34,21 @@ def gain_maps(case: Path, steps: list[int], config: Config) -> dict[int, np.ndar
     """The whole-array gain map of ``case`` for each sampling step (ref sampled alike)."""
     before, after = case / "before.tif", case / "after.tif"
     shift, _ = run.coregister_pair(before, after, config)
-    cfg = config.coregistration
     maps = {}
-    with rasterio.open(before) as b_ds, rasterio.open(after) as a_ds:
-        grid = rio.grid_of(b_ds)
-        b_bands, a_bands = rio.matching_bands(b_ds, a_ds)
-        lr, factor = rio.decimated_grid(grid, 1024)
-        joint = rio.valid_lowres(b_ds, lr) & rio.valid_lowres(a_ds, lr)
-        windows = run.sample_windows(joint, factor, grid, window_px=cfg.window_px,
-                                     grid_n=cfg.grid, min_valid_fraction=cfg.min_valid_fraction)
-        with rio.AfterOnGrid(a_ds, grid, shift_px=(shift.dx_px, shift.dy_px)) as a_vrt:
-            whole = Window(0, 0, grid.width, grid.height)
-            b, vb = rio.read_window(b_ds, whole, bands=b_bands)
-            a, va = rio.read_window(a_vrt, whole, bands=a_bands)
+    with open_scene(before, after, config) as scene:
+        windows = matching_windows(scene, config)
+        with scene.on_grid((shift.dx_px, shift.dy_px)) as a_vrt:
+            whole = Window(0, 0, scene.grid.width, scene.grid.height)
+            b, vb, a, va = scene.read((scene.b_ds, a_vrt), whole)
             for step in steps:
                 difference.NOISE_SAMPLE_STEP = step
-                rad, _, noise, _ = run._fit_radiometry(b_ds, a_vrt, windows, b_bands, a_bands,
-                                                    grid.mean_res_m, config)
+                noise = fit_noise_model(scene, a_vrt, windows, config)
                 bc, ac = comparable(b, a)
-                ac = normalise(ac, rad, whole)
+                ac = normalise(ac, noise.radiometry, whole)
                 smooth = config.difference.smoothing_px
                 sb = [difference.smooth(x, smooth) for x in bc]
                 sa = [difference.smooth(x, smooth) for x in ac]
-                maps[step] = difference.local_gain_map(sb, sa, vb & va, noise)
+                maps[step] = difference.local_gain_map(sb, sa, vb & va, noise.local)
     return maps
 
 

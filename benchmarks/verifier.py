@@ -2,7 +2,7 @@
 
     python benchmarks/verifier.py dump  --work /tmp/verifier   # candidates of every cached pair
     python benchmarks/verifier.py loao  --work /tmp/verifier   # leave-one-airport-out scores
-    python benchmarks/verifier.py train --work /tmp/verifier --out pipeline/verifier_model.json
+    python benchmarks/verifier.py train --work /tmp/verifier --out pipeline/detect/verifier_model.json
 
 ``dump`` runs the pipeline over the real pairs cached by ``benchmarks/accuracy.py`` (under
 ``benchmarks/.cache/accuracy``; run accuracy.py once first) and over synthetic pairs, keeping
@@ -12,7 +12,7 @@ pair under ``--work/cases``. A candidate's label: it matches a truth aircraft of
 (as :func:`pipeline.testing.cases.score_case` matches, all candidates at once); unmatched candidates on
 an ignore region, and those that one_per_object would merge with a matched one, are left out of
 training. Every candidate is recorded (``split.max_overlap`` 1): the verifier judges them before
-one_per_object, which ``loao`` applies to those it keeps, as run.py does. Synthetic seeds 4-11
+one_per_object, which ``loao`` applies to those it keeps, as pipeline.detect.judge.settle does. Synthetic seeds 4-11
 (``pipeline.testing.synth``) train, so that synthetic aircraft are not rejected; seeds 0-3, the suite of
 accuracy.py, are only scored.
 
@@ -40,17 +40,17 @@ import shapely.geometry
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.detect import verifier  # noqa: E402
-from pipeline.testing import synth
-from pipeline.testing.cases import detection_labels, score_case  # noqa: E402
-from pipeline.detect.classify import larger_of_overlapping, overlap_share  # noqa: E402
+# the accuracy benchmark beside this script
+from accuracy import real_config  # noqa: E402
+
 from pipeline.config import Config, SplitConfig, load_config  # noqa: E402
+from pipeline.detect import verifier  # noqa: E402
+from pipeline.detect.classify import larger_of_overlapping, overlap_share  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.evaluate import is_ignore, load_features  # noqa: E402
 from pipeline.run import run_pair  # noqa: E402
-
-# the accuracy benchmark beside this script
-from accuracy import real_config  # noqa: E402
+from pipeline.testing import synth
+from pipeline.testing.cases import detection_labels, score_case  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "accuracy"
 CONTROLS = {"G5_b3c7c22d_fc8f9dc5", "G8_e9021b38_ef92f434"}
@@ -69,14 +69,12 @@ THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)
 def dump_pair(name: str, kind: str, group: str, before: Path, after: Path, truth_path: Path,
               work: Path, config: Config) -> dict | None:
     out = work / "runs" / name
-    verifier.RECORD = []
+    records: list = []
     try:
-        run_pair(before, after, out, config, allow_unregistered=True)
+        run_pair(before, after, out, config, allow_unregistered=True, recorder=records)
     except PipelineError as err:
         print(f"{name}: {err}", flush=True)
         return None
-    finally:
-        records, verifier.RECORD = verifier.RECORD, None
     by_place = {(round(r["centroid_px"][0], 2), round(r["centroid_px"][1], 2), r["change"]): r
                 for r in records}
     dets = load_features(next(out.glob("detections*.geojson")))
@@ -97,9 +95,8 @@ def cmd_dump(args) -> None:
     config = load_config(args.config)
     # every candidate recorded and labelled: the verifier judges them all before
     # one_per_object, which score_kept applies to those kept
-    config = config.model_copy(update={
-        "verifier": config.verifier.model_copy(update={"enabled": False}),
-        "split": config.split.model_copy(update={"max_overlap": 1.0})})
+    config = config.with_overrides({"verifier": {"enabled": False},
+                                    "split": {"max_overlap": 1.0}})
     real = real_config(config)
     cases = args.work / "cases"
     cases.mkdir(parents=True, exist_ok=True)

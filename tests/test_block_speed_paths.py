@@ -8,16 +8,25 @@ from affine import Affine
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
-from pipeline.io import raster as rio
-from pipeline.report import pictures as report
-from pipeline.testing import synth
+from pipeline import io as rio
+from pipeline.change.difference import (
+    LocalNoise,
+    block_change_mask,
+    change_mask,
+    change_score,
+    local_radius_px,
+    mask_reach_px,
+    shadow_change,
+    smooth,
+    structure_score,
+)
+from pipeline.change.radiometry import fast_quantiles
 from pipeline.config import DifferenceConfig
 from pipeline.coreg.shift import _translate
-from pipeline.change.difference import (LocalNoise, block_change_mask, change_mask, change_score,
-                                 local_radius_px, mask_reach_px, shadow_change, smooth,
-                                 structure_score)
-from pipeline.change.radiometry import fast_quantiles
-from pipeline.run import _may_hold_blobs, _stripes
+from pipeline.detect.candidates import may_hold_blobs
+from pipeline.io.readers import stripes as _stripes
+from pipeline.report import pictures as report
+from pipeline.testing import synth
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +55,7 @@ def test_block_mask_equals_the_whole_array_mask(scene, tolerance_px, hole, dense
                          tolerance_px=cfg.tolerance_px)
     whole = change_mask(score, valid, 0.5, cfg, shadow=shadow_change(before, after))
     assert whole.sum() > 200  # the scene has changes to find
-    np.testing.assert_array_equal(block_change_mask(before, after, valid, sigma, 0.5, cfg), whole)
+    np.testing.assert_array_equal(block_change_mask(before, after, valid, sigma, res_m=0.5, cfg=cfg), whole)
 
 
 @pytest.mark.parametrize("hole", [False, True])
@@ -68,14 +77,14 @@ def test_local_noise_mask_of_a_window_equals_the_whole_array_mask(scene, hole):
                          tolerance_px=cfg.tolerance_px, noise=noise)
     whole = change_mask(score, valid, 0.5, cfg, shadow=shadow_change(before, after))
     assert whole.sum() > 200
-    np.testing.assert_array_equal(block_change_mask(before, after, valid, sigma, 0.5, cfg, noise),
+    np.testing.assert_array_equal(block_change_mask(before, after, valid, sigma, res_m=0.5, cfg=cfg, noise=noise),
                                   whole)
     reach = mask_reach_px(cfg, 0.5)
     for r0, c0 in [(200, 150), (0, 300), (312, 312), (201, 153)]:  # cells of 2 px: odd too
         rows = slice(max(0, r0 - reach), r0 + 200 + reach)
         cols = slice(max(0, c0 - reach), c0 + 200 + reach)
         part = block_change_mask(before[:, rows, cols], after[:, rows, cols], valid[rows, cols],
-                                 sigma, 0.5, cfg, noise, origin=(rows.start, cols.start))
+                                 sigma, res_m=0.5, cfg=cfg, noise=noise, origin=(rows.start, cols.start))
         y, x = r0 - rows.start, c0 - cols.start
         np.testing.assert_array_equal(part[y:y + 200, x:x + 200], whole[r0:r0 + 200, c0:c0 + 200])
 
@@ -104,14 +113,14 @@ def test_structure_score_mask_of_a_window_equals_the_whole_array_mask(scene, hol
     assert whole.sum() > change_mask(score, valid, 0.5, cfg,
                                      shadow=shadow_change(before, after)).sum() + 100
     np.testing.assert_array_equal(
-        block_change_mask(before, after, valid, sigma, 0.5, cfg, noise, structure_unit=unit),
+        block_change_mask(before, after, valid, sigma, res_m=0.5, cfg=cfg, noise=noise, structure_unit=unit),
         whole)
     reach = mask_reach_px(cfg, 0.5)
     for r0, c0 in [(200, 150), (0, 300), (312, 312), (201, 153)]:
         rows = slice(max(0, r0 - reach), r0 + 200 + reach)
         cols = slice(max(0, c0 - reach), c0 + 200 + reach)
         part = block_change_mask(before[:, rows, cols], after[:, rows, cols], valid[rows, cols],
-                                 sigma, 0.5, cfg, noise, origin=(rows.start, cols.start),
+                                 sigma, res_m=0.5, cfg=cfg, noise=noise, origin=(rows.start, cols.start),
                                  structure_unit=unit)
         y, x = r0 - rows.start, c0 - cols.start
         np.testing.assert_array_equal(part[y:y + 200, x:x + 200], whole[r0:r0 + 200, c0:c0 + 200])
@@ -120,8 +129,8 @@ def test_structure_score_mask_of_a_window_equals_the_whole_array_mask(scene, hol
 def test_block_without_change_is_empty(scene):
     before, _ = scene
     valid = np.ones(before.shape[1:], bool)
-    mask = block_change_mask(before, before.copy(), valid, np.float32([6, 6, 6]), 0.5,
-                             DifferenceConfig())
+    mask = block_change_mask(before, before.copy(), valid, np.float32([6, 6, 6]), res_m=0.5,
+                             cfg=DifferenceConfig())
     assert not mask.any()
 
 
@@ -248,10 +257,10 @@ def test_stripes_hold_every_block_once_in_row_order():
 
 def test_pass_two_skips_only_blocks_where_no_blob_can_start():
     core, padded = Window(1024, 1024, 1024, 1024), Window(779, 779, 1514, 1514)
-    assert not _may_hold_blobs((core, padded), set(), 1024)
-    assert not _may_hold_blobs((core, padded), {(0, 0), (0, 1024), (1024, 0)}, 1024)  # above, left
+    assert not may_hold_blobs((core, padded), set(), 1024)
+    assert not may_hold_blobs((core, padded), {(0, 0), (0, 1024), (1024, 0)}, 1024)  # above, left
     for below_right in [(1024, 1024), (1024, 2048), (2048, 1024), (2048, 2048)]:
-        assert _may_hold_blobs((core, padded), {below_right}, 1024)
+        assert may_hold_blobs((core, padded), {below_right}, 1024)
 
 
 @pytest.mark.parametrize("tolerance_px", [1, 2])
@@ -292,9 +301,9 @@ def test_quiet_block_stops_before_the_local_gain_is_counted(scene, monkeypatch):
     counted = []
     real = difference._cell_gain
     monkeypatch.setattr(difference, "_cell_gain", lambda *a: counted.append(1) or real(*a))
-    assert not block_change_mask(before, quiet, valid, sigma, 0.5, cfg, noise).any()
+    assert not block_change_mask(before, quiet, valid, sigma, res_m=0.5, cfg=cfg, noise=noise).any()
     assert not counted
     changed = quiet.copy()
     changed[:, 200:240, 200:260] += 40
-    mask = block_change_mask(before, changed, valid, sigma, 0.5, cfg, noise)
+    mask = block_change_mask(before, changed, valid, sigma, res_m=0.5, cfg=cfg, noise=noise)
     assert counted and mask[205:235, 205:255].mean() > 0.9

@@ -1,14 +1,13 @@
 """Windowed processing gives the same detections as whole-array processing."""
 import pytest
 
-from pipeline.testing import synth
 from pipeline.config import Config
 from pipeline.run import run_pair
+from pipeline.testing import synth
 
 
 def _with_block(block_px):
-    c = Config()
-    return c.model_copy(update={"processing": c.processing.model_copy(update={"block_px": block_px})})
+    return Config().with_overrides({"processing": {"block_px": block_px}})
 
 
 def _signature(result):
@@ -19,6 +18,7 @@ def _signature(result):
              round(d.blob.width_m, 2), round(d.score, 2)) for d in result.detections]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 5])
 def test_small_blocks_give_the_same_detections_as_one_block(tmp_path, seed):
     pair = synth.make_pair(seed=seed, size_px=1024, scenario="random")

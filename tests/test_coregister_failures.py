@@ -4,10 +4,10 @@ import pytest
 from click.testing import CliRunner
 from scipy import ndimage
 
-from pipeline.testing import synth
 from pipeline.cli import main
 from pipeline.errors import RegistrationError
 from pipeline.run import run_pair
+from pipeline.testing import synth
 
 
 @pytest.fixture()
@@ -39,3 +39,18 @@ def test_allow_unregistered_goes_on_and_says_so(cloudy_pair, tmp_path):
     co = result.report["coregistration"]
     assert co["applied"] is False and "unregistered" in co["method"]
     assert co["shift_x_px"] == 0 and co["shift_y_px"] == 0
+
+
+def test_command_line_says_it_goes_on_unregistered_in_one_log_line(cloudy_pair, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    before, after = cloudy_pair
+    exe = Path(sys.executable).parent / "detect-changes"
+    done = subprocess.run([exe, before, after, "--out", tmp_path / "o", "--allow-unregistered"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if "going on unregistered" in line]
+    # the library's UnregisteredWarning, logged as a line like the others: no source path
+    assert len(said) == 1 and "WARNING pipeline:" in said[0] and ".py:" not in said[0], said

@@ -2,10 +2,10 @@
 import cv2
 import numpy as np
 
-from pipeline.testing import synth
 from pipeline.config import Config
 from pipeline.evaluate import evaluate, load_features
 from pipeline.run import run_pair
+from pipeline.testing import synth
 
 
 def test_local_mode_recovers_a_varying_shift_and_the_changes(tmp_path):
@@ -18,8 +18,7 @@ def test_local_mode_recovers_a_varying_shift_and_the_changes(tmp_path):
     pair = synth.ScenePair(pair.before, np.clip(after, 0, 255).astype("uint8"), pair.transform,
                            pair.crs, pair.shift_px, pair.objects)
     synth.write_pair(pair, tmp_path)
-    c = Config()
-    c = c.model_copy(update={"coregistration": c.coregistration.model_copy(update={"mode": "local"})})
+    c = Config().with_overrides({"coregistration": {"mode": "local"}})
     result = run_pair(tmp_path / "before.tif", tmp_path / "after.tif", tmp_path / "out", c)
     local = result.report["coregistration"]["local"]
     assert local["measured"] >= local["nodes"] // 2

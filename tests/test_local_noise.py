@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.config import DifferenceConfig
 from pipeline.change.difference import (
     LocalNoise,
     block_change_mask,
@@ -11,6 +10,7 @@ from pipeline.change.difference import (
     local_radius_px,
     noise_level,
 )
+from pipeline.config import DifferenceConfig
 
 
 def _ground(seed: int, noisy_sd: float, clean_sd: float, size: int = 240):
@@ -61,8 +61,8 @@ def test_faint_object_on_clean_ground_is_found_against_its_local_noise():
     sb, sa = list(before), list(after)
     e = np.sqrt(noise_level(sb, sa, (10.0,) * 3))
     noise = _noise(10.0, float(np.median(e)), local_radius_px(cfg, 0.5))
-    global_mask = block_change_mask(before, after, valid, sigma, 0.5, cfg)
-    local_mask = block_change_mask(before, after, valid, sigma, 0.5, cfg, noise)
+    global_mask = block_change_mask(before, after, valid, sigma, res_m=0.5, cfg=cfg)
+    local_mask = block_change_mask(before, after, valid, sigma, res_m=0.5, cfg=cfg, noise=noise)
     assert not global_mask[110:130, 170:200].any()
     assert local_mask[110:130, 170:200].mean() > 0.8
     assert not local_mask[:, :120].any()  # the noisy fields stay quiet: their unit grew

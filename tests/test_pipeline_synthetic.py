@@ -9,9 +9,9 @@ import pytest
 import rasterio
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-from pipeline.testing import synth
 from pipeline.evaluate import evaluate, load_features
 from pipeline.run import run_pair
+from pipeline.testing import synth
 
 
 def _scores(truth_path, det_path):
@@ -108,8 +108,9 @@ def test_synthetic_shift_recovered_within_tenth_pixel_and_no_change_gives_no_det
     assert result.detections == []
 
 
+@pytest.mark.slow
 def test_after_in_another_crs_and_pixel_size_lands_on_before_grid(tmp_path):
-    pair = synth.make_pair(seed=4, size_px=1024, shift_px=(1.7, -2.2), scenario="random")
+    pair = synth.make_pair(seed=12, size_px=1024, shift_px=(1.7, -2.2), scenario="random")
     _write(pair, tmp_path)
     src = tmp_path / "after.tif"
     dst = tmp_path / "after_3857.tif"
@@ -125,8 +126,12 @@ def test_after_in_another_crs_and_pixel_size_lands_on_before_grid(tmp_path):
     assert result.report["inputs"]["after"]["crs"] == "EPSG:3857"
     co = result.report["coregistration"]
     assert abs(co["shift_x_px"] - 1.7) < 0.15 and abs(co["shift_y_px"] + 2.2) < 0.15, co
-    assert _scores(tmp_path / "truth.geojson",
-                   tmp_path / "out" / "detections.geojson")[("all", "all")].f1 >= 0.95
+    # as good as the pair on one grid (seed 12 is none of the verifier's training scenes)
+    run_pair(tmp_path / "before.tif", src, tmp_path / "native")
+    native = _scores(tmp_path / "truth.geojson", tmp_path / "native" / "detections.geojson")
+    other = _scores(tmp_path / "truth.geojson", tmp_path / "out" / "detections.geojson")
+    assert native[("all", "all")].f1 >= 0.9
+    assert other[("all", "all")].f1 >= native[("all", "all")].f1 - 0.05, (other, native)
 
 
 def test_command_line_and_eval_on_the_sample(sample_pair, tmp_path):

@@ -2,18 +2,17 @@
 import json
 
 import pytest
+from conftest import shared_dataset
 
 from pipeline.config import Config
 from pipeline.io.raster import wrap_plain_image
 from pipeline.run import run_pair
-from conftest import shared_dataset
 
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
 
 def _config(**input_):
-    c = Config()
-    return c.model_copy(update={"input": c.input.model_copy(update=input_)})
+    return Config().with_overrides({"input": input_})
 
 
 def test_arosics_s2_pair_shift_matches_arosics(tmp_path):

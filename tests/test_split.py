@@ -7,11 +7,11 @@ import cv2
 import numpy as np
 import pytest
 from affine import Affine
-
 from conftest import write_tif
+
+from pipeline.config import Config
 from pipeline.detect.blobs import Blob, split_at_necks
 from pipeline.detect.classify import Detection, one_per_object
-from pipeline.config import Config
 from pipeline.run import run_pair
 
 RES_M = 0.5
@@ -59,12 +59,11 @@ def _scene(folder, centres_px) -> tuple:
 
 
 def _config(*, split: bool = True, block_px: int = 1024) -> Config:
-    c = Config()
-    return c.model_copy(update={
-        "split": c.split.model_copy(update={"enabled": split}),
+    return Config().with_overrides({
+        "split": {"enabled": split},
         # the coregistration windows need texture this flat scene lacks; nothing is shifted
-        "coregistration": c.coregistration.model_copy(update={"enabled": False}),
-        "processing": c.processing.model_copy(update={"block_px": block_px})})
+        "coregistration": {"enabled": False},
+        "processing": {"block_px": block_px}})
 
 
 def _aircraft_found(result):
@@ -186,8 +185,7 @@ def _over_markings(folder) -> tuple:
 
 
 def _grow_config(grow_m: float) -> Config:
-    c = _config()
-    return c.model_copy(update={"split": c.split.model_copy(update={"grow_m": grow_m})})
+    return _config().with_overrides({"split": {"grow_m": grow_m}})
 
 
 def test_aircraft_cut_by_markings_is_measured_whole(tmp_path):
@@ -204,7 +202,7 @@ def test_aircraft_cut_by_markings_is_measured_whole(tmp_path):
     # without it the mask alone measures the aircraft without the wing the band hides (the
     # verifier, told to keep everything, shows it)
     c = _grow_config(0.0)
-    c = c.model_copy(update={"verifier": c.verifier.model_copy(update={"threshold": 0.0})})
+    c = c.with_overrides({"verifier": {"threshold": 0.0}})
     pieces = [d for d in run_pair(*pair, tmp_path / "pieces", c).detections
               if d.category == "aircraft"]
     assert pieces and all(p.blob.width_m < SPAN_M - 6 for p in pieces), pieces

@@ -5,9 +5,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pipeline.change.difference import (
+    block_change_mask,
+    gradient_magnitude,
+    robust_sigma,
+    smooth,
+    smoothed_difference,
+)
 from pipeline.config import DifferenceConfig
-from pipeline.change.difference import (block_change_mask, gradient_magnitude, robust_sigma, smooth,
-                                 smoothed_difference)
 
 
 def _scene(seed: int, size: int = 256):
@@ -47,8 +52,8 @@ def test_an_outline_is_found_where_a_change_of_level_hides_the_body():
     valid, sigma, unit = _units(before, after, cfg)
     # the uneven change of level makes the scene's unit large: the body is under 5 units
     assert 50 / sigma.max() < cfg.threshold_sigma
-    assert not block_change_mask(before, after, valid, sigma, 0.5, cfg).any()
-    mask = block_change_mask(before, after, valid, sigma, 0.5, cfg, structure_unit=unit)
+    assert not block_change_mask(before, after, valid, sigma, res_m=0.5, cfg=cfg).any()
+    mask = block_change_mask(before, after, valid, sigma, res_m=0.5, cfg=cfg, structure_unit=unit)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8))
     assert n == 2  # one blob, the plane's, and nothing on the uneven ground
     x, y, w, h, _ = stats[1]
@@ -63,4 +68,4 @@ def test_without_the_object_the_uneven_ground_gives_no_outline():
     before[:, plane] -= 50  # no object: the change of level alone
     cfg = DifferenceConfig(tolerance_px=1, local_noise_m=0)
     valid, sigma, unit = _units(before, after, cfg)
-    assert not block_change_mask(before, after, valid, sigma, 0.5, cfg, structure_unit=unit).any()
+    assert not block_change_mask(before, after, valid, sigma, res_m=0.5, cfg=cfg, structure_unit=unit).any()

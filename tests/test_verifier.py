@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.detect import verifier
 from pipeline.config import Config
+from pipeline.detect import verifier
 from pipeline.run import run_pair
 
 
@@ -30,9 +30,9 @@ def test_model_of_other_features_is_refused():
         verifier.Verifier(model)
 
 
-def _run(pair, out, **update):
-    config = Config().model_copy(update={"verifier": Config().verifier.model_copy(update=update)})
-    result = run_pair(pair[0], pair[1], out, config)
+def _run(pair, out, recorder=None, **update):
+    config = Config().with_overrides({"verifier": update})
+    result = run_pair(pair[0], pair[1], out, config, recorder=recorder)
     return [(d.klass, d.category, d.change, d.blob.centroid_px) for d in result.detections]
 
 
@@ -41,8 +41,8 @@ def classical(sample_pair, tmp_path_factory):
     return _run(sample_pair, tmp_path_factory.mktemp("off") / "out", enabled=False)
 
 
-def test_on_keeping_every_candidate_is_the_classical_result_and_the_marked_others(
-        tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_on_keeping_every_candidate_is_the_classical_result_and_the_marked_others(tmp_path):
     assert Config().verifier.enabled is True
     # a scene where a classical rule drops an aircraft candidate (it touches static structure)
     from pipeline.testing import synth
@@ -53,8 +53,7 @@ def test_on_keeping_every_candidate_is_the_classical_result_and_the_marked_other
     # on, keeping every candidate (the training dump's mode): the classical detections, and the
     # aircraft too weak for the classical test or that a classical rule drops, marked so
     record: list = []
-    monkeypatch.setattr(verifier, "RECORD", record)
-    every = _run(pair, tmp_path / "keep", enabled=True)
+    every = _run(pair, tmp_path / "keep", enabled=True, recorder=record)
     others = [r for r in record if not r["classical"]]
     assert any(r["features"][verifier.FEATURES.index("rule_static")] for r in others)
     centres = {tuple(r["centroid_px"]) for r in others}
@@ -62,6 +61,7 @@ def test_on_keeping_every_candidate_is_the_classical_result_and_the_marked_other
     assert [d for d in every if d[3] not in centres] == classical
 
 
+@pytest.mark.slow
 def test_on_judges_aircraft_only(sample_pair, tmp_path, classical):
     assert any(c == "aircraft" for _, c, _, _ in classical)
     assert any(c == "launcher" for _, c, _, _ in classical)
@@ -117,14 +117,15 @@ def test_a_rule_the_classical_path_drops_by_is_a_feature_when_judged(structure, 
     args = (blob, before, after, inside, ring, Config().classes)
     judged = classify_blob(*args, score=score, res_m=(0.5, 0.5), rules=False)
     assert judged is not None and judged.category == "aircraft" and judged.change == "appeared"
-    assert classical_rule(blob, judged, before, after, inside, ring, score, (0.5, 0.5)) == rule
+    assert classical_rule(blob, judged, before, after, inside, ring, score=score,
+                          res_m=(0.5, 0.5)) == rule
     classical = classify_blob(*args, score=score, res_m=(0.5, 0.5))
     assert (classical is None) == (rule is not None)
     if rule == "noclass":  # the class of its length, fitting it not at all, and said so
         assert judged.klass == "large-transport" and judged.class_fit == 0
         from pipeline.io.export import detection_properties
         assert detection_properties(judged)["class_fit"] == 0
-    x = verifier.candidate_features(blob, judged, before, after, inside, ring, score, 1.0,
-                                    (0.5, 0.5), 5.0, rule=rule)
+    x = verifier.candidate_features(blob, judged, before, after, inside, ring, score=score,
+                                    gain=1.0, res_m=(0.5, 0.5), blob_sigma=5.0, rule=rule)
     flags = {r: x[verifier.FEATURES.index("rule_" + r.replace("-", "_"))] for r in verifier.RULES}
     assert flags == {r: float(r == rule) for r in verifier.RULES}

@@ -5,8 +5,15 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.detect.verifier import (BLOB_FEATURES, FEATURES, SHAPE_FEATURES, blob_context, contrast,
-                               found_in_other, shape_features)
+from pipeline.detect.verifier import (
+    BLOB_FEATURES,
+    FEATURES,
+    SHAPE_FEATURES,
+    blob_context,
+    contrast,
+    found_in_other,
+    shape_features,
+)
 
 RES = (0.5, 0.5)
 

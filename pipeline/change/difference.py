@@ -342,7 +342,10 @@ def shadow_like(darker: np.ndarray, brighter: np.ndarray, *,
     A shadow dims every band by about the same factor, and a little less in the blue, since
     shadows are lit by the blue sky: the luminance ratio lies in ``ratio_range``, no band's share
     of the pixel's sum moves by more than ``max_chroma_shift`` and the blue share (0-based band
-    ``blue_band``, when the image has that many bands) grows by at least ``min_blue_gain``. A dark
+    ``blue_band``, when the image has that many bands) grows by at least ``min_blue_gain``. The
+    pipeline compares red, green and blue first and in that order wherever the files' colour
+    interpretation says which is which (:func:`pipeline.io.raster.matching_bands`), so 2 is blue;
+    a file that does not say is taken to store red, green, blue. A dark
     olive vehicle loses blue instead, and a white aircraft over grey concrete keeps the same
     shares. Single-band images are judged by the ratio alone.
     """
@@ -475,8 +478,19 @@ def _regions_of(mask: np.ndarray, cell_px: int = 16, max_regions: int = 64
              slice(int(x) * cell_px, int(x + ww) * cell_px)) for x, y, ww, hh, _ in stats[1:]]
 
 
+def _may_seed(diffs: list[np.ndarray], valid: np.ndarray, noise: LocalNoise,
+              cfg: DifferenceConfig) -> bool:
+    """Whether any valid difference passes the seed threshold at the least unit: no unit is
+    smaller than the band's noise at the lowest gain, or its floor; where none passes, there is
+    no seed and nothing to count."""
+    least = [np.maximum(np.float32(noise.noise[k]) * np.float32(noise.limits[0]),
+                        np.float32(noise.floor[k])) for k in range(len(diffs))]
+    return any(((diffs[k] > cfg.threshold_sigma * least[k] * (1 - 1e-4)) & valid).any()
+               for k in range(len(diffs)))
+
+
 def block_change_mask(before: np.ndarray, after: np.ndarray, valid: np.ndarray, sigma: np.ndarray,
-                      res_m: float, cfg: DifferenceConfig, noise: LocalNoise | None = None,
+                      *, res_m: float, cfg: DifferenceConfig, noise: LocalNoise | None = None,
                       origin: tuple[int, int] = (0, 0), structure_unit: float | None = None
                       ) -> np.ndarray:
     """The mask of :func:`change_mask` with :func:`change_score` and :func:`shadow_change`,
@@ -509,14 +523,8 @@ def block_change_mask(before: np.ndarray, after: np.ndarray, valid: np.ndarray, 
         structure = structure_score(sb, sa, structure_unit, cfg.tolerance_px)
         if not ((structure > cfg.threshold_sigma) & valid).any():
             structure = None  # no seed: it cannot grow the score's seeds either
-    if noise is not None and structure is None:
-        # no unit is smaller than the band's noise at the lowest gain, or its floor: where no
-        # difference passes the seed threshold of that, there is no seed and nothing to count
-        least = [np.maximum(np.float32(noise.noise[k]) * np.float32(noise.limits[0]),
-                            np.float32(noise.floor[k])) for k in range(n_bands)]
-        if not any(((diffs[k] > cfg.threshold_sigma * least[k] * (1 - 1e-4)) & valid).any()
-                   for k in range(n_bands)):
-            return empty
+    if noise is not None and structure is None and not _may_seed(diffs, valid, noise, cfg):
+        return empty
     cells = None if noise is None else _cell_gain(sb, sa, valid, noise, origin)
 
     def unit(k: int, gain_k):  # band k's unit where the gain is gain_k (the local_units one)

@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import shapely
 
-from .blobs import Blob, measure
 from ..change.difference import robust_sigma, shadow_like
 from ..config import FootprintClass
+from .blobs import Blob, measure
 
 
 @dataclass(frozen=True)
@@ -310,7 +310,7 @@ COMPACT_FILL = math.pi / 4
 
 
 def dropped_by_rule(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.ndarray,
-                    ring: np.ndarray, score: np.ndarray | None, res_m: tuple[float, float],
+                    ring: np.ndarray, *, score: np.ndarray | None, res_m: tuple[float, float],
                     change: str, conf: float) -> str | None:
     """The classical rule that finds a blob no object, or None: ``"static"`` (it hugs an
     unchanged structure), ``"shadow"`` (a shadow came, went or moved with the sun) or
@@ -339,15 +339,15 @@ def is_compact(blob: Blob) -> bool:
 
 
 def classical_rule(raw: Blob, det: Detection, before: np.ndarray, after: np.ndarray,
-                   inside: np.ndarray, ring: np.ndarray, score: np.ndarray | None,
+                   inside: np.ndarray, ring: np.ndarray, *, score: np.ndarray | None,
                    res_m: tuple[float, float]) -> str | None:
     """The classical rule that would drop a detection of :func:`classify_blob` made with
     ``rules=False``, or None: those of :func:`dropped_by_rule` for the blob as found (``raw``),
     then ``"noclass"`` for an object whose measure fits no class (its class then only the one
     of its length) and ``"compact"`` for an aircraft that fills its rectangle
     (:func:`is_compact`)."""
-    rule = dropped_by_rule(raw, before, after, inside, ring, score, res_m, det.change,
-                           det.direction_conf)
+    rule = dropped_by_rule(raw, before, after, inside, ring, score=score, res_m=res_m,
+                           change=det.change, conf=det.direction_conf)
     if rule is None and det.class_fit == 0:
         rule = "noclass"
     if rule is None and det.category == "aircraft" and is_compact(det.blob):
@@ -388,7 +388,8 @@ def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.
         None when the object fits no class (or a rule drops it).
     """
     change, conf, eb, ea = change_direction(before, after, inside, ring)
-    if rules and dropped_by_rule(blob, before, after, inside, ring, score, res_m, change, conf):
+    if rules and dropped_by_rule(blob, before, after, inside, ring, score=score, res_m=res_m,
+                                 change=change, conf=conf):
         return None
     holding, other = (after, before) if change == "appeared" else (before, after)
     # the object without its shadow and blurred fringe; when that cut took thin parts too (an

@@ -35,16 +35,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .blobs import Blob, pixel_corners
-from .classify import Detection, object_pixels, shadow_share, stands_out, static_share
 from ..change.difference import robust_sigma
 from ..errors import ConfigError
+from .blobs import Blob, pixel_corners
+from .classify import Detection, object_pixels, shadow_share, stands_out, static_share
 
 MODEL_PATH = Path(__file__).with_name("verifier_model.json")
-
-# When a list, _detect_block appends one record per aircraft candidate (features, place,
-# whether the classical path keeps it) and keeps every candidate: the training dump.
-RECORD: list | None = None
 
 # the planform of a mask (:func:`shape_features`): an aircraft is a cross (wings across a
 # fuselage), symmetric about its fuselage, far from convex; a vehicle, a roof or a patch of
@@ -211,7 +207,7 @@ def blob_context(areas_m2: list[float]) -> list[list[float]]:
 
 
 def candidate_features(raw: Blob, det: Detection, before: np.ndarray, after: np.ndarray,
-                       inside: np.ndarray, ring: np.ndarray, score: np.ndarray, gain: float,
+                       inside: np.ndarray, ring: np.ndarray, *, score: np.ndarray, gain: float,
                        res_m: tuple[float, float], blob_sigma: float,
                        rule: str | None = None, shown_from: np.ndarray | None = None
                        ) -> np.ndarray:
@@ -339,10 +335,12 @@ def load_verifier(path: str | None = None) -> Verifier:
     try:
         return Verifier.from_file(source)
     except OSError as err:
-        raise ConfigError(f"{source}: cannot read verifier model ({err.strerror or err})") from None
+        raise ConfigError(f"{source}: cannot read verifier model ({err.strerror or err})",
+                          path=source, key="verifier.model") from None
     except json.JSONDecodeError as err:
         raise ConfigError(f"{source}: verifier model is not valid JSON ({err.msg}, "
-                          f"line {err.lineno})") from None
+                          f"line {err.lineno})", path=source, key="verifier.model") from None
     except (ValueError, KeyError, TypeError) as err:
         why = str(err) if isinstance(err, ValueError) else f"missing or malformed {err}"
-        raise ConfigError(f"{source}: {why.removeprefix('verifier model: ')}") from None
+        raise ConfigError(f"{source}: {why.removeprefix('verifier model: ')}", path=source,
+                          key="verifier.model") from None

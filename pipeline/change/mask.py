@@ -1,0 +1,62 @@
+"""Pass 1 of a pair: the cleaned change mask, block by block (:func:`mask_block`).
+
+Each block is read with the mask's reach as margin (:func:`~pipeline.change.difference.mask_reach_px`),
+so its core is exactly what a whole-array run gives.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from rasterio.windows import Window
+
+from .. import io as rio
+from ..config import Config
+from ..io.scene import Scene
+from ..timing import Stopwatch
+from .difference import block_change_mask
+from .noise import NoiseModel
+from .radiometry import comparable, normalise
+
+#: called with each block's core as read: (core window, before, before valid, after, after
+#: valid), e.g. to paste it into the report's overview pictures
+BlockObserver = Callable[[Window, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
+
+
+def mask_block(readers: tuple, windows: tuple[Window, Window], *, scene: Scene,
+               noise: NoiseModel, config: Config, watch: Stopwatch,
+               observe: BlockObserver | None = None) -> np.ndarray:
+    """The cleaned change mask of one block's core: 0/1, 255 (nodata) where invalid.
+
+    Parameters
+    ----------
+    readers : (BEFORE, AFTER on the grid)
+        This thread's handles.
+    windows : (core, padded) Window
+        The block's core and the window read around it.
+    scene, noise, config
+        The pair, its noise model and the configuration.
+    watch : Stopwatch
+        Adds up the time spent reading and differencing.
+    observe : callable, optional
+        Sees each block's core as read (:data:`BlockObserver`).
+    """
+    core, padded = windows
+    with watch.stage("read"):
+        b, vb, a, va = scene.read(readers, padded)
+    r0 = int(core.row_off - padded.row_off)
+    c0 = int(core.col_off - padded.col_off)
+    sl = (slice(r0, r0 + int(core.height)), slice(c0, c0 + int(core.width)))
+    if observe is not None:
+        with watch.stage("report_images"):
+            observe(core, b[(slice(None),) + sl], vb[sl], a[(slice(None),) + sl], va[sl])
+    with watch.stage("difference"):
+        valid = vb & va
+        b, a = comparable(b, a)
+        mask = block_change_mask(b, normalise(a, noise.radiometry, padded), valid, noise.unit,
+                                 res_m=scene.res_m, cfg=config.difference, noise=noise.local,
+                                 origin=(int(padded.row_off), int(padded.col_off)),
+                                 structure_unit=noise.structure_unit)
+        out = mask[sl].astype(np.uint8)
+        out[~valid[sl]] = rio.MaskWriter.NODATA
+    return out
