@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.report import review
 from pipeline.errors import InputError
+from pipeline.report import review
 from pipeline.run import run_pair
 
 
@@ -41,7 +41,7 @@ def _eval_command() -> list[str]:
 def test_load_outputs_reads_detections_report_and_inputs(run_dir, sample_pair):
     outputs = review.load_outputs(run_dir)
     assert outputs.ids == [f"d{i + 1:03d}" for i in range(len(outputs.ids))]
-    assert outputs.report["detections"] == len(outputs.detections)
+    assert outputs.report.detections == len(outputs.detections)
     assert outputs.paths["before"] == sample_pair[0].resolve()
     assert outputs.paths["after"] == sample_pair[1].resolve()
     assert outputs.config.difference.threshold_sigma > 0
@@ -124,6 +124,42 @@ def test_chips_follow_a_local_shift_field_recorded_in_the_report(out_dir):
     for chip in review.chips(outputs):
         expected = chip.feature["properties"]["change_score"]
         assert _blob_score(chip) == pytest.approx(expected, rel=0.01), chip.id
+
+
+def _as_first_version(doc: dict) -> dict:
+    """report.json as the versions before the review tools wrote it: no grid frame, no
+    coregistration mode, applied flag or window counts, radiometry with ``noise_sigma`` and no
+    level field or score unit, no timings."""
+    doc = json.loads(json.dumps(doc))
+    doc["grid"].pop("frame")
+    for key in ("mode", "applied", "spread_px", "n_windows", "n_inliers", "local"):
+        doc["coregistration"].pop(key, None)
+    rad = doc["radiometry"]
+    rad["noise_sigma"] = rad.pop("score_unit")
+    for key in ("level", "structure_unit"):
+        rad.pop(key, None)
+    doc.pop("timings_s")
+    return doc
+
+
+def test_a_report_of_an_early_version_still_loads(out_dir):
+    doc = _as_first_version(json.loads((out_dir / "report.json").read_text()))
+    (out_dir / "report.json").write_text(json.dumps(doc))
+    outputs = review.load_outputs(out_dir)
+    assert outputs.report.detections == len(outputs.detections)
+    assert outputs.report.coregistration.applied        # as the early versions applied it
+    assert review.run_shift(outputs.report) == (doc["coregistration"]["shift_x_px"],
+                                                doc["coregistration"]["shift_y_px"])
+    assert outputs.report.radiometry.score_unit is None
+    assert "d001" in review.detections_table(outputs)
+    with pytest.raises(ValueError, match="score unit"):   # its chips cannot be scored
+        review.chips(outputs)
+
+
+def test_load_outputs_names_a_report_json_that_is_no_report(out_dir):
+    (out_dir / "report.json").write_text(json.dumps({"detections": 3}))
+    with pytest.raises(InputError, match="report.json: not a report"):
+        review.load_outputs(out_dir)
 
 
 def test_filter_detections_by_class_change_score_and_status(run_dir):

@@ -23,11 +23,13 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 
-from ..io import raster as rio
+from .. import io as rio
 from ..config import Config, config_from_mapping
 from ..errors import InputError
-from .pictures import (CHANGE_COLOURS, detection_label, display_limits, picture_grid, score_chip,
-                     to_display)
+from .draw import CHANGE_COLOURS, detection_label, display_limits, to_display
+from .model import ReportModel, as_report, load_report
+from .pictures import picture_grid
+from .score import ScoreRecipe, score_chip
 
 VERDICTS = ("confirmed", "rejected")
 REVIEW_CSV = "review.csv"
@@ -43,20 +45,21 @@ class Outputs:
     """One output folder of ``detect-changes``, loaded.
 
     ``detections`` are the GeoJSON features of ``detections.geojson``; ``report`` is
-    ``report.json``; ``paths`` maps ``detections``, ``report_json``, ``report_html``,
+    ``report.json`` (:class:`pipeline.report.model.ReportModel`); ``paths`` maps ``detections``, ``report_json``, ``report_html``,
     ``change_mask``, ``overlay``, ``review_csv``, ``truth`` and the inputs ``before`` and
     ``after`` (None when the raster cannot be found) to paths.
     """
 
     out_dir: Path
     detections: list[dict]
-    report: dict
+    report: ReportModel
     paths: dict[str, Path | None] = field(default_factory=dict)
 
     @property
     def config(self) -> Config:
         """The effective configuration of the run."""
-        return config_from_mapping(self.report.get("config") or {}, str(self.paths["report_json"]))
+        return config_from_mapping(self.report.config.model_dump(exclude_unset=True),
+                                   str(self.paths["report_json"]))
 
     @property
     def ids(self) -> list[str]:
@@ -109,23 +112,20 @@ def load_outputs(out_dir: str | Path, *, before: str | Path | None = None,
     out = Path(out_dir).resolve()
     paths: dict[str, Path | None] = {k: out / v for k, v in _OUTPUT_FILES.items()}
     paths["truth"] = out / REVIEW_TRUTH
-    docs = {}
     for key in ("detections", "report_json"):
-        try:
-            docs[key] = json.loads(paths[key].read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        if not paths[key].exists():
             raise InputError(f"{paths[key]}: not found; is {out} an output folder of "
-                             "detect-changes?") from None
-        except (OSError, ValueError) as err:
-            raise InputError(f"{paths[key]}: cannot be read ({err})") from None
-    fc = docs["detections"]
+                             "detect-changes?", path=paths[key])
+    try:
+        fc = json.loads(paths["detections"].read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputError(f"{paths['detections']}: cannot be read ({err})") from None
     if not isinstance(fc, dict) or fc.get("type") != "FeatureCollection":
         raise InputError(f"{paths['detections']}: not a GeoJSON FeatureCollection")
-    report = docs["report_json"]
-    inputs = report.get("inputs", {})
+    report = load_report(paths["report_json"])
     for role, given in (("before", before), ("after", after)):
         paths[role] = (Path(given).resolve() if given is not None
-                       else _find_input(inputs.get(role, {}).get("path"), out))
+                       else _find_input(getattr(report.inputs, role).path, out))
     return Outputs(out, list(fc.get("features", [])), report, paths)
 
 
@@ -149,21 +149,21 @@ class Pair:
     nodata: float | None
 
 
-def run_shift(report: dict):
+def run_shift(report: ReportModel | Mapping):
     """The shift a run removed from AFTER: a (dx, dy) pair, BEFORE pixels, or the local shift
     field (:class:`pipeline.coreg.shift.ShiftField`) rebuilt from report.json."""
-    co = report.get("coregistration", {})
-    if not co.get("applied", True):
+    co = as_report(report).coregistration
+    if not co.applied:
         return (0.0, 0.0)
-    shift = (float(co.get("shift_x_px", 0.0)), float(co.get("shift_y_px", 0.0)))
-    local = co.get("local")
-    if not local:
-        return shift
+    local = co.local
+    if local is None:
+        return co.shift_removed_px()
     from ..coreg.shift import ShiftField
 
-    dx, dy = np.asarray(local["field_dx_px"], float), np.asarray(local["field_dy_px"], float)
-    return ShiftField(np.asarray(local["grid_cols_px"], float), np.asarray(local["grid_rows_px"], float),
-                      dx, dy, np.asarray(local.get("measured_mask", np.ones(dx.shape)), bool), dx, dy)
+    dx, dy = np.asarray(local.field_dx_px, float), np.asarray(local.field_dy_px, float)
+    measured = np.ones(dx.shape) if local.measured_mask is None else local.measured_mask
+    return ShiftField(np.asarray(local.grid_cols_px, float), np.asarray(local.grid_rows_px, float),
+                      dx, dy, np.asarray(measured, bool), dx, dy)
 
 
 @contextmanager
@@ -171,13 +171,11 @@ def open_pair(outputs: Outputs) -> Iterator[Pair]:
     """Open BEFORE and AFTER of a run (see :class:`Pair`); closes them on leaving."""
     for role in ("before", "after"):
         if outputs.paths.get(role) is None:
-            recorded = outputs.report.get("inputs", {}).get(role, {}).get("path")
+            recorded = getattr(outputs.report.inputs, role).path
             raise InputError(f"{role.upper()} raster {recorded!r} of {outputs.out_dir} not found; "
                              f"pass {role}=PATH to load_outputs")
-    co = outputs.report.get("coregistration", {})
-    one_shift = (float(co.get("shift_x_px", 0.0)), float(co.get("shift_y_px", 0.0))) \
-        if co.get("applied", True) else (0.0, 0.0)
-    nodata = (outputs.report.get("config", {}).get("input") or {}).get("nodata")
+    one_shift = outputs.report.coregistration.shift_removed_px()
+    nodata = outputs.report.config.input.nodata
     with rio.open_raster(outputs.paths["before"], "BEFORE") as b_ds, \
             rio.open_raster(outputs.paths["after"], "AFTER") as a_ds:
         grid = rio.grid_of(b_ds)
@@ -251,11 +249,11 @@ def scene_layers(outputs: Outputs, *, window: Window | None = None, max_px: int 
     Notes
     -----
     The score uses report.json's radiometry and score unit
-    (:func:`pipeline.report.pictures.score_chip`); within a block border of a few pixels it matches
+    (:func:`pipeline.report.score.score_chip`); within a block border of a few pixels it matches
     the pipeline's.
     """
-    diff = outputs.report["config"]["difference"]
-    margin = int(math.ceil(3 * float(diff["smoothing_px"]))) + int(diff["tolerance_px"]) + 2
+    recipe = ScoreRecipe.from_report(outputs.report)
+    margin = int(math.ceil(3 * recipe.smoothing_px)) + recipe.tolerance_px + 2
     with open_pair(outputs) as pair:
         b_ds, grid, b_bands, a_bands, nodata = (pair.before, pair.grid, pair.before_bands,
                                                 pair.after_bands, pair.nodata)
@@ -281,7 +279,7 @@ def scene_layers(outputs: Outputs, *, window: Window | None = None, max_px: int 
                                     core.height + 2 * margin).intersection(full)
                     pb, pvb = rio.read_window(b_ds, padded, bands=b_bands, nodata=nodata)
                     pa, pva = rio.read_window(pair.after, padded, bands=a_bands, nodata=nodata)
-                    s = score_chip(pb, pa, pvb & pva, outputs.report, padded)
+                    s = score_chip(pb, pa, pvb & pva, recipe, padded)
                     r0, c0 = int(core.row_off - padded.row_off), int(core.col_off - padded.col_off)
                     s = s[r0:r0 + int(core.height), c0:c0 + int(core.width)]
                     rows = _pool_index(row, row + int(core.height), int(win.row_off), scale)
@@ -370,7 +368,8 @@ def chips(outputs: Outputs, features: Iterable[dict] | None = None, *,
     """
     feats = list(outputs.detections if features is None else features)
     if size_m is None:
-        size_m = float(outputs.report.get("config", {}).get("output", {}).get("chip_m", 100.0))
+        size_m = outputs.report.config.output.chip_m or 100.0
+    recipe = ScoreRecipe.from_report(outputs.report)
     out = []
     with open_pair(outputs) as pair:
         grid, nodata = pair.grid, pair.nodata
@@ -386,7 +385,7 @@ def chips(outputs: Outputs, features: Iterable[dict] | None = None, *,
                 w = Window(int(cx) - half, int(cy) - half, 2 * half, 2 * half).intersection(full)
                 b, vb = rio.read_window(pair.before, w, bands=pair.before_bands, nodata=nodata)
                 a, va = rio.read_window(pair.after, w, bands=pair.after_bands, nodata=nodata)
-                s = score_chip(b, a, vb & va, outputs.report, w)
+                s = score_chip(b, a, vb & va, recipe, w)
                 m = mask_ds.read(1, window=w) if mask_ds is not None else \
                     np.full(vb.shape, 255, np.uint8)
                 offset = (int(w.col_off), int(w.row_off))
@@ -570,7 +569,7 @@ def plot_scene(outputs: Outputs, layers: SceneLayers | None = None,
     layers = layers or scene_layers(outputs)
     feats = list(outputs.detections if features is None else features)
     verdicts = verdicts or {}
-    thr = float(outputs.report["config"]["difference"]["threshold_sigma"])
+    thr = outputs.report.config.difference.threshold_sigma
     h, w = layers.score.shape
     fig, axes = plt.subplots(1, 4, figsize=(width_in, width_in / 4 * h / w + 0.9),
                              constrained_layout=True)
@@ -622,7 +621,7 @@ def plot_chips(outputs: Outputs, features: Iterable[dict] | None = None, *, page
 
     feats = page_of(outputs.detections if features is None else features, page, per_page)
     verdicts = verdicts or {}
-    thr = float(outputs.report["config"]["difference"]["threshold_sigma"])
+    thr = outputs.report.config.difference.threshold_sigma
     cs = chips(outputs, feats)
     n = max(1, len(cs))
     fig, axes = plt.subplots(n, 4, figsize=(4 * chip_in + 0.5, n * (chip_in + 0.45)),
