@@ -22,9 +22,9 @@ import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import CACHE  # noqa: E402
-from pipeline.testing import synth  # noqa: E402
 from pipeline.batch.runner import PAIR_OUTPUTS, PairJob, run_batch  # noqa: E402
 from pipeline.config import Config  # noqa: E402
+from pipeline.testing import synth  # noqa: E402
 
 
 def make_pairs(n: int, size_px: int) -> list[PairJob]:

@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import large_pair, large_pair_truth, plain_read_s  # noqa: E402
 
-from pipeline.testing.cases import score_case  # noqa: E402
 from pipeline.evaluate import load_features  # noqa: E402
+from pipeline.testing.cases import score_case  # noqa: E402
 
 MEASURE = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
            "rc = subprocess.run(sys.argv[1:]).returncode; w = time.perf_counter() - t; "

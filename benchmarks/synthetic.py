@@ -12,9 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.testing import synth
 from pipeline.evaluate import Score, evaluate, load_features
 from pipeline.run import run_pair
+from pipeline.testing import synth
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import click
@@ -13,7 +14,7 @@ import rasterio.errors
 
 from . import __version__
 from .config import load_config
-from .errors import PipelineError
+from .errors import PipelineError, PipelineWarning
 
 EXIT_OK, EXIT_BATCH_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -31,6 +32,15 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
                         stream=sys.stderr)
     for chatty in ("rasterio", "pyogrio"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    # the library warns (PipelineWarning: going on unregistered...); the command line logs
+    show = warnings.showwarning
+
+    def log_pipeline_warnings(message, category, *args, **kwargs):
+        if issubclass(category, PipelineWarning):
+            logging.getLogger("pipeline").warning("%s", message)
+        else:
+            show(message, category, *args, **kwargs)
+    warnings.showwarning = log_pipeline_warnings
 
 
 def _progress_bar(enabled: bool, unit: str = "block", desc: str = "detect"):
@@ -92,7 +102,7 @@ def _progress_bar(enabled: bool, unit: str = "block", desc: str = "detect"):
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @click.version_option(__version__, prog_name="detect-changes")
-def main(before, after, out_dir, manifest, series, workers, scheduler, memory_limit, force,
+def main(*, before, after, out_dir, manifest, series, workers, scheduler, memory_limit, force,
          config_path, overwrite, gsd_m, nodata, allow_unregistered, threads, quiet, verbose, debug):
     """Find aircraft and launchers that appeared or disappeared between BEFORE and AFTER.
 
@@ -114,21 +124,17 @@ def main(before, after, out_dir, manifest, series, workers, scheduler, memory_li
     """
     _setup_logging(verbose, quiet)
     batch = manifest is not None or series is not None
-    usage = _usage_problem(before, after, manifest, series, workers, scheduler, force) or (
+    usage = _usage_problem(before=before, after=after, manifest=manifest, series=series,
+                           workers=workers, scheduler=scheduler, force=force) or (
         "--overwrite applies to one pair; a batch resumes, and --force redoes its pairs"
         if batch and overwrite else None)
     if usage:
         _fail(usage, False)
     try:
-        config = load_config(config_path)
-        updates = {}
-        given = {k: v for k, v in (("nodata", nodata), ("gsd_m", gsd_m)) if v is not None}
-        if given:
-            updates["input"] = config.input.model_copy(update=given)
-        if threads is not None:
-            updates["processing"] = config.processing.model_copy(update={"threads": threads})
-        if updates:
-            config = config.model_copy(update=updates)
+        given = {"input": {"nodata": nodata, "gsd_m": gsd_m}, "processing": {"threads": threads}}
+        config = load_config(config_path).with_overrides(
+            {section: {k: v for k, v in keys.items() if v is not None}
+             for section, keys in given.items()}, source="command line")
         if batch:
             _run_batch(manifest, series, out_dir, config, workers=workers, scheduler=scheduler,
                        memory_limit=memory_limit, force=force,
@@ -136,12 +142,12 @@ def main(before, after, out_dir, manifest, series, workers, scheduler, memory_li
             return
         from .run import run_pair
         if not overwrite:
-            from .io.raster import refuse_used_output_dir
+            from .io import refuse_used_output_dir
             refuse_used_output_dir(out_dir)
         result = run_pair(before, after, out_dir, config, allow_unregistered=allow_unregistered,
                           progress=_progress_bar(not quiet))
     except PipelineError as err:
-        _fail(str(err), debug)
+        _fail(err.line(), debug)
     except rasterio.errors.RasterioError as err:
         _fail(f"reading failed: {str(err).splitlines()[0]}", debug)
     except MemoryError:
@@ -154,7 +160,7 @@ def main(before, after, out_dir, manifest, series, workers, scheduler, memory_li
                f"outputs in {result.out_dir}")
 
 
-def _usage_problem(before, after, manifest, series, workers, scheduler, force) -> str | None:
+def _usage_problem(*, before, after, manifest, series, workers, scheduler, force) -> str | None:
     if manifest is not None and series is not None:
         return "give --manifest or --series, not both"
     if manifest is not None or series is not None:
@@ -208,7 +214,7 @@ def eval_main(truth, detections, max_distance_m):
     try:
         scores = evaluate(load_features(truth), load_features(detections), max_distance_m)
     except PipelineError as err:
-        _fail(str(err), False)
+        _fail(err.line(), False)
     click.echo(format_table(scores))
 
 

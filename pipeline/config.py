@@ -1,13 +1,16 @@
 """Typed configuration: built once from YAML, validated, and passed down to every stage.
 
-No other module reads YAML. ``configs/default.yaml`` spells out exactly the defaults below.
+No other module reads YAML. ``configs/default.yaml`` spells out exactly the defaults below; the
+``Field`` descriptions here are where each key is documented. A changed copy of a configuration
+comes from :meth:`Config.with_overrides`, which validates it like a file.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -20,6 +23,8 @@ class _Strict(BaseModel):
 
 
 class InputConfig(_Strict):
+    """Reading the two inputs."""
+
     nodata: float | None = Field(
         None, description="Value to treat as nodata in both inputs when a file declares none "
         "(e.g. 0 for Sentinel-2 subsets). A file's own nodata, mask or alpha always counts.")
@@ -34,7 +39,11 @@ class InputConfig(_Strict):
 
 
 class CoregistrationConfig(_Strict):
-    enabled: bool = True
+    """Measuring the residual shift of AFTER against BEFORE: phase correlation of matching
+    windows (:mod:`pipeline.coreg`)."""
+
+    enabled: bool = Field(True, description="false: AFTER is only reprojected onto the BEFORE "
+                          "grid; no residual shift is measured")
     mode: Literal["global", "local"] = Field(
         "global", description="global: one shift; local: a smooth shift field (relief, lean)")
     window_px: int = Field(512, ge=64, le=4096, description="side of each matching window, pixels")
@@ -44,32 +53,51 @@ class CoregistrationConfig(_Strict):
     inlier_tolerance_px: float = Field(0.5, gt=0, description="windows within this of the median "
                                        "form the consensus")
     agreement_px: float = Field(3.0, gt=0, description="windows within this of the consensus "
-                                "agree with it (quality); other dates differ locally by relief "
-                                "and lean")
-    min_quality: float = Field(0.2, ge=0, le=1, description="below this the shift is refused (exit 2)")
-    refine_iterations: int = Field(3, ge=0, le=10)
-    local_grid_px: int = Field(256, ge=32, description="spacing of the local field's nodes")
-    local_window_px: int = Field(256, ge=64, le=2048, description="window measured at each node")
-    local_max_nodes: int = Field(32, ge=2, le=256, description="at most this many nodes per side")
-    local_max_deviation_px: float = Field(3.0, gt=0, description="nodes further from the global "
-                                          "shift are rejected")
+                                "agree with it (quality); other dates differ locally by relief, "
+                                "lean and moved shadows")
+    min_quality: float = Field(0.2, ge=0, le=1, description="below this the shift is refused "
+                               "(exit 2) unless --allow-unregistered")
+    refine_iterations: int = Field(3, ge=0, le=10, description="times a window's shift is "
+                                   "measured again after resampling AFTER by the estimate so far "
+                                   "(a sub-pixel peak is least biased near zero)")
+    local_grid_px: int = Field(256, ge=32, description="local mode: spacing of the field's nodes")
+    local_window_px: int = Field(256, ge=64, le=2048, description="local mode: window measured "
+                                 "at each node")
+    local_max_nodes: int = Field(32, ge=2, le=256, description="local mode: at most this many "
+                                 "nodes per side")
+    local_max_deviation_px: float = Field(3.0, gt=0, description="local mode: nodes further "
+                                          "from the global shift are rejected")
 
 
 class RadiometryConfig(_Strict):
-    method: Literal["linear-quantile", "none"] = "linear-quantile"
-    quantiles: tuple[float, float] = Field((0.02, 0.98), description="quantile range used for the fit")
-    level_m: float = Field(40.0, ge=0, description="spacing (metres) of the nodes of the local "
-                           "level field: what the linear map leaves of haze, thin cloud and the "
-                           "seasons, each node's level the median difference over twice this "
-                           "side around it (wider than the largest aircraft); 0 = one level "
-                           "for the scene")
+    """Mapping AFTER's values onto BEFORE's (:mod:`pipeline.change.radiometry`)."""
+
+    method: Literal["linear-quantile", "none"] = Field(
+        "linear-quantile", description="linear-quantile: per band, a line fitted through 50 "
+        "paired quantiles of the two images; none: AFTER's values as they are")
+    quantiles: tuple[float, float] = Field((0.02, 0.98), description="[low, high] range of the "
+                                           "quantiles paired for the fit")
+    level_m: float = Field(40.0, ge=0, description="spacing (metres) of the nodes of a smooth "
+                           "field of local levels also subtracted: what the linear map leaves of "
+                           "haze, thin cloud and the seasons varies over a scene. Each node's "
+                           "level is the median difference over the 2 x 2 cells around it (80 m "
+                           "by default: about the largest aircraft, which covers well under half "
+                           "of them); 0 = one level for the scene")
 
 
 class DifferenceConfig(_Strict):
+    """The change mask: a per-pixel change score in units of the local noise, seeds above one
+    threshold grown into pixels above a lower one, cleaned by morphology into blobs
+    (:mod:`pipeline.change.difference`)."""
+
     smoothing_px: float = Field(0.8, ge=0, description="Gaussian sigma applied to both images, pixels")
-    tolerance_px: int = Field(3, ge=0, le=6, description="misregistration tolerated per pixel (neighbourhood radius)")
+    tolerance_px: int = Field(3, ge=0, le=6, description="misregistration tolerated per pixel "
+                              "(neighbourhood radius, pixels): real pairs of other dates differ "
+                              "locally by 1-2 m (lean, relief); 3 px measured best on the Airbus "
+                              "pairs (benchmarks/accuracy.py)")
     threshold_sigma: float = Field(5.0, gt=0, description="seed threshold, in noise standard deviations")
-    low_threshold_sigma: float = Field(3.0, gt=0, description="seeds grow into pixels above this")
+    low_threshold_sigma: float = Field(3.0, gt=0, description="seeds grow into pixels above this "
+                                       "(noise standard deviations), up to grow_m far")
     blob_sigma: float = Field(5.0, gt=0, description="a blob's mean change score must reach this "
                               "(noise standard deviations): a real object changes strongly over "
                               "its whole body, soil, haze and vehicles' speckle do not")
@@ -82,15 +110,21 @@ class DifferenceConfig(_Strict):
     min_pixels: int = Field(12, ge=1, description="a blob must cover this many pixels to be measured "
                             "(at coarse resolutions no class can be told apart)")
     local_noise_m: float = Field(40.0, ge=0, le=200, description="half side (metres) of the "
-                                 "neighbourhood whose noise is each pixel's unit; 0 = the scene's")
+                                 "square whose noise is the unit of each pixel's score; 0 = the "
+                                 "scene's noise. A white aircraft on clean concrete then stands "
+                                 "out where a change of season makes the fields noisy; about half "
+                                 "the largest class, so that the ground outweighs any one object")
     local_noise_quantile: float = Field(0.5, gt=0, lt=1, description="quantile of the noise "
-                                        "level over that neighbourhood (robust to changes)")
+                                        "level over that square, against the scene's same "
+                                        "quantile (robust to changes)")
     local_noise_limits: tuple[float, float] = Field((0.5, 3.0), description="the local unit "
                                                     "stays within these multiples of the scene's")
-    structure_unit: float = Field(4.0, ge=0, description="the structure score's unit, in the "
-                                  "scene's noise of the gradient difference: an outline that one "
-                                  "image has and the other lacks seeds the mask like a change of "
-                                  "level (0: off)")
+    structure_unit: float = Field(4.0, ge=0, description="unit of the structure score (how far "
+                                  "one image's gradient exceeds the other's within tolerance_px), "
+                                  "in multiples of the scene's noise of the gradient difference: "
+                                  "an outline that one image has and the other lacks seeds and "
+                                  "grows the mask like a change of level, so an aircraft survives "
+                                  "where a scene-wide change of level hides its body; 0 = off")
     nodata_margin_px: int = Field(8, ge=0, le=256, description="pixels this close to nodata never count "
                                   "(resampling and compression blur the edge of the data)")
 
@@ -105,10 +139,15 @@ class DifferenceConfig(_Strict):
 
 
 class FootprintClass(_Strict):
-    name: str
-    category: str
-    length_m: tuple[float, float]
-    width_m: tuple[float, float]
+    """A footprint class: the sizes of an object's minimum-area rectangle (length >= width). A
+    blob is reported with the most specific class that contains it (the smallest range); blobs
+    that fit none (cars, small trucks, buildings) are not reported."""
+
+    name: str = Field(description="unique name, reported as the detection's class")
+    category: str = Field(description="reported category (aircraft, launcher...); counts are "
+                          "per category and change")
+    length_m: tuple[float, float] = Field(description="[min, max] of the long side, metres")
+    width_m: tuple[float, float] = Field(description="[min, max] of the short side, metres")
     aspect: tuple[float, float] | None = Field(
         None, description="[min, max] of length / width, when the class has a typical shape")
 
@@ -145,40 +184,47 @@ def _default_classes() -> list[FootprintClass]:
 
 
 class ProcessingConfig(_Strict):
-    block_px: int = Field(1024, ge=128, le=16384, description="side of a processing block, pixels")
+    """How the work is cut into blocks and threads."""
+
+    block_px: int = Field(1024, ge=128, le=16384, description="side of a processing block, "
+                          "pixels (memory grows with its square)")
     threads: int = Field(0, ge=0, description="threads for GDAL/OpenCV; 0 = all cores")
 
 
 class MovesConfig(_Strict):
     """Linking a ``disappeared`` and an ``appeared`` detection that are one object that moved."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="false: a moved object stays one disappeared and "
+                          "one appeared detection, unlinked")
     max_distance_m: float = Field(300.0, gt=0, description="farthest move linked, metres")
     size_tolerance: float = Field(0.15, ge=0, le=1, description="lengths and widths agree within "
-                                  "this share")
+                                  "this share; the class must be the same, and each must be the "
+                                  "other's only candidate, or nothing is linked")
 
 
 class VerifierConfig(_Strict):
     """The learned verifier of aircraft candidates (:mod:`pipeline.detect.verifier`), which also judges
     the aircraft a classical rule would drop or no class fits; off: the classical rules alone."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="false: the classical rules alone")
     min_sigma: float = Field(3.0, gt=0, description="with the verifier on, blobs whose mean "
                              "change score reaches this (instead of difference.blob_sigma) are "
                              "classified, and the verifier judges the aircraft among them")
     threshold: float | None = Field(None, ge=0, le=1, description="least probability kept; "
-                                    "null = the threshold stored with the model")
-    model: str | None = Field(None, description="model JSON; null = the one in the package")
+                                    "null = the threshold stored with the model (chosen on "
+                                    "held-out airports by benchmarks/verifier.py train)")
+    model: str | None = Field(None, description="model JSON; null = the one in the package "
+                              "(pipeline/detect/verifier_model.json)")
 
 
 class SplitConfig(_Strict):
     """Cutting a blob that joins several objects at narrow necks (:func:`pipeline.detect.blobs.split_at_necks`):
     aircraft parked wingtip to wingtip, or an aircraft and its neighbour's moved shadow."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="false: a blob is classified whole")
     core_width_m: float | None = Field(None, gt=0, description="an object's core is where a "
                                        "disc this wide fits in the blob; null = the least width "
-                                       "of the narrowest aircraft class")
+                                       "of the narrowest aircraft class (5 m by default)")
     min_separation_m: float | None = Field(None, gt=0, description="cores closer than this are "
                                            "one object's; null = the same least width")
     max_overlap: float = Field(0.2, gt=0, le=1, description="of two detections of one category "
@@ -194,6 +240,8 @@ class SplitConfig(_Strict):
 
 
 class OutputConfig(_Strict):
+    """The pictures of a pair's report."""
+
     overlay_max_px: int = Field(2000, ge=256, description="longest side of overlay.png, pixels")
     chip_m: float = Field(100.0, gt=0, description="side of the before/after chips in report.html, metres")
 
@@ -219,11 +267,16 @@ class Zone(_Strict):
 
 
 class Config(_Strict):
+    """The whole configuration: one section per stage of the pipeline, plus the footprint
+    classes, the least overlap and the zones. Build it with :func:`load_config` or
+    :func:`config_from_mapping`, change it with :meth:`with_overrides`."""
+
     input: InputConfig = InputConfig()
     coregistration: CoregistrationConfig = CoregistrationConfig()
     radiometry: RadiometryConfig = RadiometryConfig()
     difference: DifferenceConfig = DifferenceConfig()
-    classes: list[FootprintClass] = Field(default_factory=_default_classes)
+    classes: list[FootprintClass] = Field(default_factory=_default_classes, description="the "
+                                          "footprint classes a blob is matched against")
     min_overlap: float = Field(0.05, ge=0, le=1, description="least share of BEFORE covered by valid AFTER")
     moves: MovesConfig = MovesConfig()
     verifier: VerifierConfig = VerifierConfig()
@@ -260,41 +313,101 @@ class Config(_Strict):
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def with_overrides(self, overrides: Mapping[str, Any], *, source: str | None = None
+                       ) -> Config:
+        """A copy with ``overrides`` merged in, validated as a configuration file is.
 
-def _format_error(path: str, err: ValidationError) -> str:
-    first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    return f"{path}: {key}: {msg}"
+        Parameters
+        ----------
+        overrides : mapping
+            Nested like the YAML file: ``{"input": {"nodata": 0}, "processing": {"threads": 2}}``.
+            Mappings merge key by key into the sections; any other value (a number, a list such
+            as ``classes``) replaces the value it names.
+        source : str, optional
+            Where the overrides come from (a file, a command-line option), named first in an
+            error's message.
+
+        Returns
+        -------
+        Config
+            A new configuration; this one is left as it is.
+
+        Raises
+        ------
+        ConfigError
+            An unknown key or a bad value; its ``key`` names it (``"processing.threads"``).
+
+        Examples
+        --------
+        >>> Config().with_overrides({"processing": {"threads": 2}}).processing.threads
+        2
+        """
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(_prefixed(source, "overrides must be a mapping of keys"))
+        return _validated(_merged(self.model_dump(), overrides), source)
+
+
+def _merged(base: dict, overrides: Mapping) -> dict:
+    """``base`` with ``overrides`` merged in: mappings key by key, other values replaced."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _prefixed(source: str | None, text: str) -> str:
+    return f"{source}: {text}" if source else text
+
+
+def _validated(data: dict, source: str | None, path: str | Path | None = None) -> Config:
+    """``Config.model_validate``, its first error as a :class:`ConfigError` naming the key."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or None
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ConfigError(_prefixed(source, f"{key or '(top level)'}: {msg}"), key=key,
+                          path=path) from None
 
 
 def config_from_mapping(data: dict | None, source: str = "<config>") -> Config:
     """Build a :class:`Config` from a plain mapping, raising :class:`ConfigError` naming the key."""
+    return _from_mapping(data, source)
+
+
+def _from_mapping(data: dict | None, source: str, path: str | Path | None = None) -> Config:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of keys")
-    try:
-        return Config.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_format_error(source, err)) from None
+        raise ConfigError(f"{source}: the top level must be a mapping of keys", path=path)
+    return _validated(data, source, path)
 
 
 def load_config(path: str | Path | None = None) -> Config:
-    """Read and validate a YAML configuration; ``None`` gives the defaults."""
+    """Read and validate a YAML configuration; ``None`` gives the defaults.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, unreadable or not YAML (``path`` names it), or holds an unknown key
+        or a bad value (``key`` names it too).
+    """
     if path is None:
         return Config()
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        raise ConfigError(f"{path}: config file not found", path=path) from None
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read config ({err})") from None
+        raise ConfigError(f"{path}: cannot read config ({err})", path=path) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    return config_from_mapping(data, str(path))
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})",
+                          path=path) from None
+    return _from_mapping(data, str(path), path)

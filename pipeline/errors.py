@@ -33,6 +33,12 @@ class PipelineError(Exception):
     def __reduce__(self):  # pickled with its fields (dask hands errors between processes)
         return _rebuild, (type(self), str(self), self.path, self.key)
 
+    def line(self) -> str:
+        """The one line a person reads: the message's first line, naming the file (``path``)
+        even where the message does not."""
+        text = str(self).splitlines()[0] if str(self) else type(self).__name__
+        return f"{self.path}: {text}" if self.path and self.path not in text else text
+
     @property
     def reason(self) -> str:
         """The message without the leading ``path: `` it names, when it starts so."""

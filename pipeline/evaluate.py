@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import shapely
 from pyproj import Geod
 from scipy.optimize import linear_sum_assignment
-import shapely
 from shapely.geometry import shape
 
-from .errors import InputError
+from .errors import InputError, UnreadableInputError
 
 _GEOD = Geod(ellps="WGS84")
 
@@ -46,16 +46,27 @@ class Score:
 
 
 def load_features(path: str | Path) -> list[dict]:
-    """Features of a GeoJSON FeatureCollection file; :class:`InputError` if it is not one."""
+    """Features of a GeoJSON FeatureCollection file.
+
+    Raises
+    ------
+    UnreadableInputError
+        The file is missing or cannot be read.
+    InputError
+        It is not a GeoJSON FeatureCollection.
+    """
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: not a GeoJSON file ({err})") from None
+        raise UnreadableInputError(f"{path}: file not found", path=path) from None
+    except OSError as err:
+        raise UnreadableInputError(f"{path}: cannot be read ({err.strerror or err})",
+                                   path=path) from None
+    except ValueError as err:
+        raise InputError(f"{path}: not a GeoJSON file ({err})", path=path) from None
     if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
-        raise InputError(f"{path}: not a GeoJSON FeatureCollection")
+        raise InputError(f"{path}: not a GeoJSON FeatureCollection", path=path)
     return data.get("features", [])
 
 

@@ -17,12 +17,29 @@ import rasterio
 from click.testing import CliRunner
 from rasterio.warp import transform_bounds
 
-from pipeline.testing import synth
-from pipeline.batch.runner import (PAIR_OUTPUTS, STATE_FILE, PairJob, dask_client, plan_batch,
-                            read_manifest, read_state, redo_reason, run_batch, series_jobs)
+from pipeline.batch.runner import (
+    PAIR_OUTPUTS,
+    STATE_FILE,
+    PairJob,
+    dask_client,
+    failure_record,
+    plan_batch,
+    read_manifest,
+    read_state,
+    redo_reason,
+    run_batch,
+    series_jobs,
+)
 from pipeline.cli import main
 from pipeline.config import Config, config_from_mapping, load_config
-from pipeline.errors import ConfigError, InputError, PipelineError
+from pipeline.errors import (
+    ConfigError,
+    InputError,
+    OutputError,
+    PipelineError,
+    UnreadableInputError,
+)
+from pipeline.testing import synth
 
 REPO = Path(__file__).resolve().parents[1]
 # Fewer, smaller matching windows: a 512 px pair then runs in about 2 s.
@@ -72,6 +89,7 @@ def batch(tmp_path_factory):
             "config": root / "fast.yaml"}
 
 
+@pytest.mark.slow
 def test_failed_pair_is_recorded_and_the_others_complete_with_exit_1(batch):
     done, out = batch["done"], batch["out"]
     assert done.returncode == 1, done.stderr
@@ -80,12 +98,15 @@ def test_failed_pair_is_recorded_and_the_others_complete_with_exit_1(batch):
     rows = _rows(out / "summary.csv")
     assert [r["status"] for r in rows] == ["ok"] * 5 + ["failed"]
     assert "bad/after.tif" in rows[-1]["error"] and "cannot be opened" in rows[-1]["error"]
+    assert rows[-1]["error_type"] == "UnreadableInputError"
+    assert rows[-1]["error_path"] == rows[-1]["after"] and rows[-1]["error_key"] == ""
     for r in rows[:5]:
         for name in PAIR_OUTPUTS:
             assert (out / r["name"] / name).is_file(), (r["name"], name)
     assert not any((out / "corrupt" / name).exists() for name in PAIR_OUTPUTS)
 
 
+@pytest.mark.slow
 def test_summary_csv_and_json_hold_one_row_per_pair(batch):
     out = batch["out"]
     rows = _rows(out / "summary.csv")
@@ -112,12 +133,13 @@ def test_summary_csv_and_json_hold_one_row_per_pair(batch):
         assert p["shift_x_px"] == pytest.approx(SHIFT_PX[0], abs=0.25)
         assert p["shift_y_px"] == pytest.approx(SHIFT_PX[1], abs=0.25)
         assert float(r["quality"]) == p["quality"] == report["coregistration"]["quality"] > 0.2
-        assert p["runtime_s"] > 0 and p["error"] is None
+        assert p["runtime_s"] > 0 and p["error"] is None and p["error_type"] is None
     no_change = doc["pairs"][2]
     assert no_change["detections"] <= 1
     assert doc["pairs"][0]["detections"] >= 3
 
 
+@pytest.mark.slow
 def test_detections_gpkg_reads_back_with_every_detection_in_lonlat(batch):
     out = batch["out"]
     gpkg = out / "detections.gpkg"
@@ -140,11 +162,12 @@ def test_detections_gpkg_reads_back_with_every_detection_in_lonlat(batch):
     assert 35.9 < lon < 36.0 and 35.3 < lat < 35.5  # the synthetic tiles sit at Hmeimim
 
 
+@pytest.mark.slow
 def test_plan_redoes_a_pair_only_when_an_input_the_config_or_an_output_changed(batch, tmp_path):
     jobs, out = read_manifest(batch["manifest"]), batch["out"]
     config = load_config(batch["config"])
     assert set(plan_batch(jobs, out, config).values()) == {None}  # the failure is remembered too
-    other = config.model_copy(update={"min_overlap": 0.06})
+    other = config.with_overrides({"min_overlap": 0.06})
     assert set(plan_batch(jobs, out, other).values()) == {"config changed"}
     assert set(plan_batch(jobs, out, config, force=True).values()) == {"forced"}
     assert set(plan_batch(jobs, out, config, allow_unregistered=True).values()) == {
@@ -157,6 +180,7 @@ def test_plan_redoes_a_pair_only_when_an_input_the_config_or_an_output_changed(b
     assert redo_reason(jobs[1], read_state(copy), copy, config.digest()) == "new"
 
 
+@pytest.mark.slow
 def test_rerun_processes_nothing_and_touching_one_input_redoes_exactly_that_pair(batch):
     out, args = batch["out"], ("--manifest", batch["manifest"], "--out", batch["out"],
                                "--workers", "2", "-c", batch["config"])
@@ -199,6 +223,7 @@ def _free_scheduler(tmp_path: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError(f"dask scheduler did not start: {(tmp_path / 'scheduler.log').read_text()}")
 
 
+@pytest.mark.slow
 def test_batch_runs_on_an_existing_cluster_through_scheduler(batch, tmp_path):
     root = batch["root"]
     manifest = tmp_path / "two.csv"
@@ -244,9 +269,27 @@ def test_a_crash_in_a_task_is_recorded_and_retried_on_the_next_run(tmp_path, mon
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         result = run_batch([job], tmp_path / "out", client=client)
-    assert [(r["status"], r["error"]) for r in result.rows] == [("failed", "RuntimeError: boom")]
+    assert [(r["status"], r["error"], r["error_type"]) for r in result.rows] == [
+        ("failed", "RuntimeError: boom", "RuntimeError")]
     assert plan_batch([job], tmp_path / "out", Config()) == {"p": "new"}
     assert pyogrio.read_info(tmp_path / "out" / "detections.gpkg")["features"] == 0
+
+
+def test_failure_record_reads_the_errors_fields_not_its_message(tmp_path):
+    tif = tmp_path / "a.tif"
+    record = failure_record(UnreadableInputError(f"{tif}: AFTER file is empty", path=tif))
+    assert record == {"status": "failed", "error": f"{tif}: AFTER file is empty",
+                      "error_type": "UnreadableInputError", "error_path": str(tif),
+                      "error_key": None}
+    # a message that does not name its file gets it, so the summary's line still does
+    assert failure_record(OutputError("disk full", path=tmp_path))["error"] == f"{tmp_path}: disk full"
+    bad = ConfigError("c.yaml: difference.grow_m: Input should be a valid number",
+                      path="c.yaml", key="difference.grow_m")
+    assert (failure_record(bad)["error_key"], failure_record(bad)["error"]) == (
+        "difference.grow_m", str(bad))
+    crash = failure_record(KeyError("x"))
+    assert (crash["error"], crash["error_type"], crash["error_path"]) == ("KeyError: 'x'",
+                                                                          "KeyError", None)
 
 
 def test_unreachable_scheduler_is_a_pipeline_error_naming_it():
@@ -255,6 +298,7 @@ def test_unreachable_scheduler_is_a_pipeline_error_naming_it():
             pass
 
 
+@pytest.mark.slow
 def test_series_pairs_each_image_with_the_previous_one_and_counts_per_zone(tmp_path):
     pair = synth.make_pair(seed=11, size_px=512)
     folder = tmp_path / "hmeimim"
@@ -357,6 +401,21 @@ def test_usage_errors_are_exit_2_with_one_line(args, needle, tmp_path):
     result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "o")])
     assert result.exit_code == 2, result.output
     assert len(result.stderr.strip().splitlines()) == 1 and needle in result.stderr
+
+
+def test_manifest_errors_carry_the_file(tmp_path):
+    with pytest.raises(UnreadableInputError, match="manifest not found") as caught:
+        read_manifest(tmp_path / "nope.csv")
+    assert caught.value.path == str(tmp_path / "nope.csv")
+    with pytest.raises(UnreadableInputError, match="is a folder"):
+        read_manifest(tmp_path)
+    (tmp_path / "m.csv").write_text("before,after,after_date\na.tif,b.tif,May\n")
+    with pytest.raises(InputError, match="line 2: after_date") as caught:
+        read_manifest(tmp_path / "m.csv")
+    assert caught.value.path == str(tmp_path / "m.csv")
+    with pytest.raises(UnreadableInputError, match="series folder not found") as caught:
+        series_jobs(tmp_path / "absent")
+    assert caught.value.path == str(tmp_path / "absent")
 
 
 def test_unusable_manifest_is_exit_2_naming_the_file(tmp_path):

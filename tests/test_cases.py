@@ -5,14 +5,26 @@ import numpy as np
 import pytest
 from affine import Affine
 from click.testing import CliRunner
-
 from conftest import shared_dataset, write_tif
-from pipeline.testing.cases import (Box, Case, airbus_cases, build_truth, fill_mask, frame_offset,
-                            image_shape, load_annotations, merge_duplicates, score_case,
-                            truth_collection, wrap_case, write_truth)
+
 from pipeline.cli import eval_main
-from pipeline.errors import InputError
+from pipeline.errors import InputError, UnreadableInputError
 from pipeline.evaluate import evaluate, load_features
+from pipeline.testing.cases import (
+    Box,
+    Case,
+    airbus_cases,
+    build_truth,
+    fill_mask,
+    frame_offset,
+    image_shape,
+    load_annotations,
+    merge_duplicates,
+    score_case,
+    truth_collection,
+    wrap_case,
+    write_truth,
+)
 
 CRS = "EPSG:32636"
 TRANSFORM = Affine(0.5, 0, 500000.0, 0, -0.5, 4000000.0)
@@ -43,12 +55,31 @@ def test_malformed_row_names_file_and_line(tmp_path, geometry):
         load_annotations(path)
 
 
-def test_missing_column_and_missing_file_are_input_errors(tmp_path):
+def test_missing_column_and_missing_file_are_input_errors_naming_the_file(tmp_path):
     (tmp_path / "x.csv").write_text("id,image_id,class\n1,a.jpg,Airplane\n")
-    with pytest.raises(InputError, match="missing column.*geometry"):
+    with pytest.raises(InputError, match="missing column.*geometry") as caught:
         load_annotations(tmp_path / "x.csv")
-    with pytest.raises(InputError, match="not found"):
+    assert caught.value.path == str(tmp_path / "x.csv")
+    with pytest.raises(UnreadableInputError, match="not found") as caught:
         load_annotations(tmp_path / "absent.csv")
+    assert caught.value.path == str(tmp_path / "absent.csv") and isinstance(caught.value, OSError)
+    assert caught.value.reason == "annotation file not found"
+
+
+def test_eval_inputs_missing_or_not_geojson_are_named(tmp_path):
+    with pytest.raises(UnreadableInputError, match="file not found") as caught:
+        load_features(tmp_path / "absent.geojson")
+    assert caught.value.path == str(tmp_path / "absent.geojson")
+    with pytest.raises(UnreadableInputError, match="cannot be read"):
+        load_features(tmp_path)  # a folder
+    (tmp_path / "list.geojson").write_text("[1, 2]")
+    with pytest.raises(InputError, match="not a GeoJSON FeatureCollection") as caught:
+        load_features(tmp_path / "list.geojson")
+    assert caught.value.path == str(tmp_path / "list.geojson")
+    result = CliRunner().invoke(eval_main, [str(tmp_path / "absent.geojson"),
+                                            str(tmp_path / "list.geojson")])
+    assert result.exit_code == 2 and result.stderr.strip() == (
+        f"detect-changes: error: {tmp_path / 'absent.geojson'}: file not found")
 
 
 # BEFORE's (x, y) lies at AFTER's (x + 30, y - 20): AFTER's frame covers BEFORE's
@@ -280,11 +311,11 @@ def test_airbus_image_with_every_aircraft_boxed_twice(airbus):
 def _nodata0():
     from pipeline.config import Config
 
-    c = Config()
-    return c.model_copy(update={"input": c.input.model_copy(update={"nodata": 0})})
+    return Config().with_overrides({"input": {"nodata": 0}})
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 @pytest.mark.parametrize("pair, min_f1, min_recall", [
     # measured F1 0.84 / 0.75, recall 0.88 / 0.80 (benchmarks/accuracy.py); the floor leaves room
     # for the order in which blobs are found, not for a real loss

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
+from conftest import write_tif
 from rasterio.transform import from_origin
 
 from pipeline.cli import main
-from conftest import write_tif
 
 ORIGIN = (314000.0, 3920000.0)
 
@@ -87,6 +87,36 @@ def test_unknown_config_key(good, tmp_path):
     cfg.write_text("coregistration:\n  windows: 3\n")
     code, err = _run([before, after, "--out", tmp_path / "o", "--config", cfg])
     _assert_one_line_error(code, err, cfg, "coregistration.windows", "unknown key")
+
+
+def _stop_before_work(monkeypatch, error):
+    """Make the pair's run record the configuration it is given and raise ``error``."""
+    import pipeline.run
+
+    seen = {}
+
+    def run_pair(before, after, out_dir, config, **kwargs):
+        seen["config"] = config
+        raise error
+
+    monkeypatch.setattr(pipeline.run, "run_pair", run_pair)
+    return seen
+
+
+def test_options_override_the_config_file_and_errors_name_their_file(good, tmp_path,
+                                                                     monkeypatch):
+    from pipeline.errors import InputError
+
+    before, after = good
+    seen = _stop_before_work(monkeypatch, InputError("no valid pixels overlap", path=after))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("input: {band: 2}\nprocessing: {threads: 3, block_px: 512}\n")
+    code, err = _run([before, after, "--out", tmp_path / "o", "-c", cfg, "--nodata", "0",
+                      "--threads", "1"])
+    _assert_one_line_error(code, err, f"{after}: no valid pixels overlap")
+    config = seen["config"]
+    assert (config.input.nodata, config.input.band, config.input.gsd_m) == (0.0, 2, None)
+    assert (config.processing.threads, config.processing.block_px) == (1, 512)
 
 
 def test_help_runs_as_installed_command():

@@ -60,6 +60,7 @@ def pair(tmp_path_factory):
     return folder / "before.tif", folder / "after.tif"
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_never_leaves_a_half_written_output(pair, tmp_path):
     before, after = pair
     out = tmp_path / "out"

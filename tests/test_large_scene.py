@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import rasterio
-
 from conftest import SAMPLE
+
+pytestmark = pytest.mark.slow
 
 TILES = 8  # 8 x 8 sample tiles: 8192 x 8192 px, 201 MB per input as uint8, 805 MB as float32
 

@@ -7,9 +7,9 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
+from pipeline.change.radiometry import LevelField, Radiometry, fit_level, normalise
 from pipeline.config import Config
 from pipeline.evaluate import evaluate, load_features
-from pipeline.change.radiometry import LevelField, Radiometry, fit_level, normalise
 from pipeline.run import run_pair
 
 
@@ -71,6 +71,7 @@ def test_report_json_radiometry_gives_the_field_back():
         normalise(after, rad)
 
 
+@pytest.mark.slow
 def test_haze_over_the_sample_is_removed_and_every_change_found(sample_pair, tmp_path):
     """AFTER under a haze of +-15 DN across the scene: one linear map leaves it all, the score's
     unit grows fivefold and half the changes are lost; the level field gives them back."""

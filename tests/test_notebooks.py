@@ -67,12 +67,14 @@ def walkthrough(sample_pair, kernel_dir, tmp_path_factory):
     return nb, out
 
 
+@pytest.mark.slow
 def test_walkthrough_notebook_shows_every_stage(walkthrough):
     nb, out = walkthrough
     assert _figures(nb) >= 8                       # one picture per stage at least
     assert (out / "detections.geojson").exists() and (out / "report.html").exists()
 
 
+@pytest.mark.slow
 def test_review_notebook_runs_and_saves_verdicts(walkthrough, kernel_dir, tmp_path):
     out = Path(shutil.copytree(walkthrough[1], tmp_path / "hmeimim"))
     nb = _execute("review.ipynb", {"OUT_DIR": str(out)}, kernel_dir, tmp_path)

@@ -9,13 +9,17 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 from click.testing import CliRunner
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from rasterio.transform import from_origin
 from scipy import ndimage
 
 from pipeline.cli import main
+
+pytestmark = pytest.mark.slow  # a hundred small pipeline runs
 
 ORIGIN = (767565.0, 3921765.0)  # Hmeimim, EPSG:32636
 DTYPES = ("uint8", "uint16", "int16", "float32")

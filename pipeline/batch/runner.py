@@ -26,10 +26,10 @@ from typing import Callable, Iterator
 import rasterio.errors
 
 from .. import __version__
-from ..detect import verifier
 from ..config import Config, Zone
-from ..errors import InputError, OutputError, PipelineError
-from ..io.raster import ensure_output_dir, write_text_atomic
+from ..detect import verifier
+from ..errors import InputError, OutputError, PipelineError, UnreadableInputError
+from ..io import ensure_output_dir, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ GPKG_LAYER = "detections"
 _STATE_VERSION = 1
 _MANIFEST_COLUMNS = ("before", "after", "name", "before_date", "after_date")
 _RESULT_COLUMNS = ("detections", "shift_x_px", "shift_y_px", "quality", "overlap", "runtime_s",
-                   "error")
+                   "error", "error_type", "error_path", "error_key")
 _DATE_IN_NAME = re.compile(r"(?<!\d)(\d{4})[-_.]?(\d{2})[-_.]?(\d{2})(?!\d)")
 _DETECTION_FIELDS = ("id", "category", "class", "change", "length_m", "width_m", "area_m2",
                      "heading_deg", "score", "change_score")
@@ -101,59 +101,66 @@ def read_manifest(path: str | Path) -> list[PairJob]:
 
     Raises
     ------
+    UnreadableInputError
+        The manifest is missing or unreadable.
     InputError
-        The manifest is missing or unreadable, lacks a column, or holds a bad row (the message
-        names the file and the line).
+        It lacks a column or holds a bad row (the message names the file and the line; the
+        error's ``path`` the file).
     """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")  # Excel writes a byte-order mark
     except FileNotFoundError:
-        raise InputError(f"{path}: manifest not found") from None
+        raise UnreadableInputError(f"{path}: manifest not found", path=path) from None
     except IsADirectoryError:
-        raise InputError(f"{path}: manifest is a folder, not a CSV file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: cannot read the manifest ({err})") from None
+        raise UnreadableInputError(f"{path}: manifest is a folder, not a CSV file",
+                                   path=path) from None
+    except OSError as err:
+        raise UnreadableInputError(f"{path}: cannot read the manifest ({err})", path=path) from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: cannot read the manifest ({err})", path=path) from None
     lines = csv.reader(io.StringIO(text))
     header = [h.strip() for h in next(lines, [])]
     keys = [h.lower() if h.lower() in _MANIFEST_COLUMNS else h for h in header]
     missing = [c for c in ("before", "after") if c not in keys]
     if missing:
         raise InputError(f"{path}: manifest header lacks the column(s) {', '.join(missing)} "
-                         f"(expected before,after[,name,...]; found: {','.join(header) or 'nothing'})")
+                         f"(expected before,after[,name,...]; found: {','.join(header) or 'nothing'})",
+                         path=path)
     dupes = sorted(k for k, n in Counter(keys).items() if n > 1)
     reserved = sorted(set(keys) & (set(_RESULT_COLUMNS) | {"status"} | _count_like(keys)))
     if dupes or reserved or "" in keys:
         what = f"repeated column(s) {', '.join(dupes)}" if dupes else (
             f"column(s) {', '.join(reserved)} clash with summary columns" if reserved
             else "a column without a name")
-        raise InputError(f"{path}: manifest header has {what}")
+        raise InputError(f"{path}: manifest header has {what}", path=path)
     base = path.parent.absolute()
     jobs, names = [], []
     for line_no, values in enumerate(lines, start=2):
         if not any(v.strip() for v in values):
             continue
         if len(values) != len(keys):
-            raise InputError(f"{path}: line {line_no}: {len(values)} fields, the header has {len(keys)}")
+            raise InputError(f"{path}: line {line_no}: {len(values)} fields, the header has "
+                             f"{len(keys)}", path=path)
         row = {k: v.strip() for k, v in zip(keys, values)}
         for col in ("before", "after"):
             if not row[col]:
-                raise InputError(f"{path}: line {line_no}: empty '{col}'")
-        dates = {col: _iso_date(row.get(col, ""), f"{path}: line {line_no}: {col}")
+                raise InputError(f"{path}: line {line_no}: empty '{col}'", path=path)
+        dates = {col: _iso_date(row.get(col, ""), f"{path}: line {line_no}: {col}", path=path)
                  for col in ("before_date", "after_date")}
         for col in ("before", "after"):
             if _escapes(row[col], base):
                 raise InputError(
                     f"{path}: line {line_no}: {col} path {row[col]!r} leads outside the "
                     "manifest's folder; relative paths are read from that folder (write an "
-                    "absolute path if that file is meant)")
+                    "absolute path if that file is meant)", path=path)
         jobs.append(PairJob(
             name="", before=_resolve(row["before"], base), after=_resolve(row["after"], base),
             **dates, extra={k: v for k, v in row.items() if k not in _MANIFEST_COLUMNS}))
         names.append(row.get("name", ""))
     if not jobs:
-        raise InputError(f"{path}: manifest lists no pairs")
-    return _named(jobs, names, str(path))
+        raise InputError(f"{path}: manifest lists no pairs", path=path)
+    return _named(jobs, names, path)
 
 
 def series_jobs(source: str | Path) -> list[PairJob]:
@@ -166,8 +173,10 @@ def series_jobs(source: str | Path) -> list[PairJob]:
 
     Raises
     ------
+    UnreadableInputError
+        The folder or listing is missing or unreadable.
     InputError
-        Fewer than two images, or an unreadable listing.
+        Fewer than two images, or a bad listing.
     """
     source = Path(source)
     if source.is_dir():
@@ -177,32 +186,37 @@ def series_jobs(source: str | Path) -> list[PairJob]:
     elif source.is_file():
         images = _read_series_csv(source)
     else:
-        raise InputError(f"{source}: series folder not found")
+        raise UnreadableInputError(f"{source}: series folder not found", path=source)
     dated = [(p, d or _date_in_name(p.name)) for p, d in images]
     if all(d for _, d in dated):
         dated.sort(key=lambda item: (item[1], item[0].name))
     if len(dated) < 2:
         raise InputError(f"{source}: a series needs at least two images "
-                         f"({', '.join(SERIES_SUFFIXES)}); found {len(dated)}")
+                         f"({', '.join(SERIES_SUFFIXES)}); found {len(dated)}", path=source)
     jobs = [PairJob("", b, a, before_date=db, after_date=da)
             for (b, db), (a, da) in zip(dated, dated[1:])]
-    return _named(jobs, [""] * len(jobs), str(source))
+    return _named(jobs, [""] * len(jobs), source)
 
 
 def _read_series_csv(path: Path) -> list[tuple[Path, str | None]]:
     try:
         rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise InputError(f"{path}: cannot read the series listing ({err})") from None
+    except OSError as err:
+        raise UnreadableInputError(f"{path}: cannot read the series listing ({err})",
+                                   path=path) from None
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise InputError(f"{path}: cannot read the series listing ({err})", path=path) from None
     if not rows or "image" not in {k.strip().lower() for k in rows[0] if k}:
-        raise InputError(f"{path}: a series listing needs a header with the column 'image'")
+        raise InputError(f"{path}: a series listing needs a header with the column 'image'",
+                         path=path)
     base = path.parent.absolute()
     out = []
     for line_no, row in enumerate(rows, start=2):
         row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
         if row["image"]:
             out.append((_resolve(row["image"], base),
-                        _iso_date(row.get("date", ""), f"{path}: line {line_no}: date")))
+                        _iso_date(row.get("date", ""), f"{path}: line {line_no}: date",
+                                  path=path)))
     return out
 
 
@@ -217,7 +231,7 @@ def _escapes(value: str, base: Path) -> bool:
     return not p.is_absolute() and not _resolve(value, base).is_relative_to(base)
 
 
-def _iso_date(value: str, where: str) -> str | None:
+def _iso_date(value: str, where: str, *, path: Path) -> str | None:
     if not value:
         return None
     try:
@@ -227,7 +241,8 @@ def _iso_date(value: str, where: str) -> str | None:
     try:
         return dt.datetime.fromisoformat(value).isoformat()
     except ValueError:
-        raise InputError(f"{where}: '{value}' is not an ISO date (YYYY-MM-DD)") from None
+        raise InputError(f"{where}: '{value}' is not an ISO date (YYYY-MM-DD)",
+                         path=path) from None
 
 
 def _date_in_name(name: str) -> str | None:
@@ -243,15 +258,16 @@ def _count_like(keys) -> set[str]:
     return {k for k in keys if k.endswith(tuple(f"_{c}" for c in CHANGES))}
 
 
-def _named(jobs: list[PairJob], given: list[str], source: str) -> list[PairJob]:
+def _named(jobs: list[PairJob], given: list[str], source: Path) -> list[PairJob]:
     """Give every job a folder name: the manifest's, or ``<before stem>_<after stem>`` made unique."""
     taken: set[str] = set()
     for name in filter(None, given):
         if name in taken:
-            raise InputError(f"{source}: pair name '{name}' is used twice")
+            raise InputError(f"{source}: pair name '{name}' is used twice", path=source)
         if name in (".", "..") or name.startswith(".") or re.search(r"[/\\\0]", name) \
                 or name in BATCH_OUTPUTS:
-            raise InputError(f"{source}: pair name '{name}' cannot be a folder name")
+            raise InputError(f"{source}: pair name '{name}' cannot be a folder name",
+                             path=source)
         taken.add(name)
     derived = [_safe(f"{j.before.stem}_{j.after.stem}") if not n else None
                for j, n in zip(jobs, given)]
@@ -343,9 +359,11 @@ def process_pair(job: PairJob, out_dir: str | Path, config: Config, *, config_di
     """Run one pair into ``out_dir/<name>/`` and record its state file; return its result record.
 
     Runs on a dask worker. A bad input (any :class:`PipelineError` or GDAL error) gives a record
-    with ``status: "failed"`` and the reason instead of an exception; the failure is remembered
-    unless it may pass by itself (an :class:`OutputError`: disk full, permissions).
+    with ``status: "failed"`` and the reason (:func:`failure_record`) instead of an exception;
+    the failure is remembered unless it may pass by itself (an :class:`OutputError`: disk full,
+    permissions).
     """
+    from ..report.model import as_report
     from ..run import run_pair
 
     pair_dir = Path(out_dir) / job.name
@@ -357,20 +375,18 @@ def process_pair(job: PairJob, out_dir: str | Path, config: Config, *, config_di
         result = run_pair(job.before, job.after, pair_dir, _with_threads(config, threads_by_worker),
                           allow_unregistered=allow_unregistered)
     except (PipelineError, rasterio.errors.RasterioError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if isinstance(err, rasterio.errors.RasterioError):
-            reason = f"reading failed: {reason}"
-        record = {"status": "failed", "error": reason,
-                  "runtime_s": round(time.perf_counter() - t0, 2)}
+        record = {**failure_record(err), "runtime_s": round(time.perf_counter() - t0, 2)}
         for name in (*PAIR_OUTPUTS, PIXEL_DETECTIONS):  # no stale results beside a failure
             (pair_dir / name).unlink(missing_ok=True)
         if isinstance(err, OutputError):
             return record
     else:
-        rep, co = result.report, result.report["coregistration"]
-        record = {"status": "ok", "detections": rep["detections"], "counts": rep["counts"],
-                  "shift_x_px": co["shift_x_px"], "shift_y_px": co["shift_y_px"],
-                  "quality": co["quality"], "overlap": rep["overlap"],
+        rep = as_report(result.report)
+        co = rep.coregistration
+        record = {"status": "ok", "detections": rep.detections,
+                  "counts": {cat: c.model_dump() for cat, c in rep.counts.items()},
+                  "shift_x_px": co.shift_x_px, "shift_y_px": co.shift_y_px,
+                  "quality": co.quality, "overlap": rep.overlap,
                   "runtime_s": round(time.perf_counter() - t0, 2), "error": None}
     state = {"version": _STATE_VERSION, "inputs": inputs, "config_digest": config_digest,
              "allow_unregistered": allow_unregistered, "pipeline_version": __version__,
@@ -378,6 +394,28 @@ def process_pair(job: PairJob, out_dir: str | Path, config: Config, *, config_di
              "result": record}
     write_text_atomic(pair_dir / STATE_FILE, json.dumps(state, indent=1))
     return record
+
+
+def failure_record(err: BaseException) -> dict:
+    """A failed pair's record: ``error``, the one line a person reads (naming the file), and
+    ``error_type``, ``error_path``, ``error_key`` read from the error's class and fields.
+
+    A :class:`PipelineError` keeps its message; a GDAL error reads ``reading failed: ...``; any
+    other exception (a bug, a worker that died) is prefixed with its class name.
+    """
+    text = str(err).splitlines()[0] if str(err) else ""
+    path, key = getattr(err, "path", None), getattr(err, "key", None)
+    if isinstance(err, PipelineError):
+        text = err.line()
+    elif isinstance(err, rasterio.errors.RasterioError):
+        text = f"reading failed: {text or type(err).__name__}"
+    else:
+        if type(err).__name__ == "KilledWorker":
+            text = "the worker running it died (out of memory? see --memory-limit)"
+        text = f"{type(err).__name__}: {text}"
+    return {"status": "failed", "error": text, "error_type": type(err).__name__,
+            "error_path": path if isinstance(path, str) else None,
+            "error_key": key if isinstance(key, str) else None}
 
 
 def _with_threads(config: Config, threads_by_worker: dict[str, int] | None) -> Config:
@@ -391,8 +429,7 @@ def _with_threads(config: Config, threads_by_worker: dict[str, int] | None) -> C
         threads = None
     if not threads:
         return config
-    return config.model_copy(update={"processing": config.processing.model_copy(
-        update={"threads": threads})})
+    return config.with_overrides({"processing": {"threads": threads}})
 
 
 def _host_share(dask_worker) -> tuple[str, int, int]:
@@ -519,8 +556,9 @@ def run_batch(jobs: list[PairJob], out_dir: str | Path, config: Config | None = 
     if todo:
         scope = nullcontext(client) if client is not None else dask_client(
             workers=workers, scheduler=scheduler, memory_limit=memory_limit)
+        task = _PairTask(out, config, digest, allow_unregistered)
         with scope as c:
-            _run_on(c, todo, plan, out, config, digest, allow_unregistered, records, progress)
+            records.update(_run_on(c, todo, task, plan=plan, progress=progress))
     rows = [_row(job, *records[job.name], config) for job in jobs]
     if timeline is None:
         timeline = all(j.after_date for j in jobs)
@@ -541,18 +579,31 @@ def _check_memory_limit(limit: str | float) -> None:
         raise PipelineError(f"memory limit '{limit}' is not a size such as 4GB (or 'auto')") from None
 
 
-def _run_on(client, todo, plan, out, config, digest, allow_unregistered, records, progress):
+@dataclass(frozen=True)
+class _PairTask:
+    """What every pair's task of one batch shares: where it writes and how it runs."""
+
+    out_dir: Path
+    config: Config
+    config_digest: str
+    allow_unregistered: bool
+
+
+def _run_on(client, todo: list[PairJob], task: _PairTask, *, plan: dict[str, str | None],
+            progress: Progress | None) -> dict[str, tuple[str, dict]]:
+    """Run ``todo`` on ``client``; each pair's ``(status, record)`` by name, as they finish."""
     from distributed import as_completed
 
-    shares = threads_by_worker(client) if not config.processing.threads else None
-    futures = {}
+    shares = threads_by_worker(client) if not task.config.processing.threads else None
+    futures, records = {}, {}
     if progress:
         progress(0, len(todo))
     for job in todo:
         log.log(logging.DEBUG if plan[job.name] == "new" else logging.INFO, "%s: queued (%s)",
                 job.name, plan[job.name])
-        fut = client.submit(process_pair, job, out, config, config_digest=digest,
-                            allow_unregistered=allow_unregistered, threads_by_worker=shares,
+        fut = client.submit(process_pair, job, task.out_dir, task.config,
+                            config_digest=task.config_digest,
+                            allow_unregistered=task.allow_unregistered, threads_by_worker=shares,
                             key=f"detect-changes-{job.name}-{uuid.uuid4().hex[:8]}", pure=False)
         futures[fut] = job
     for done, fut in enumerate(as_completed(futures), start=1):
@@ -560,10 +611,7 @@ def _run_on(client, todo, plan, out, config, digest, allow_unregistered, records
         try:
             record = fut.result()
         except Exception as err:  # the worker died, or a bug: recorded, retried on the next run
-            reason = str(err).splitlines()[0] if str(err) else ""
-            if type(err).__name__ == "KilledWorker":
-                reason = "the worker running it died (out of memory? see --memory-limit)"
-            record = {"status": "failed", "error": f"{type(err).__name__}: {reason}"}
+            record = failure_record(err)
         records[job.name] = (record["status"], record)
         if record["status"] == "ok":
             log.info("[%d/%d] %s: ok, %d detections, %.1f s", done, len(todo), job.name,
@@ -572,6 +620,7 @@ def _run_on(client, todo, plan, out, config, digest, allow_unregistered, records
             log.warning("[%d/%d] %s: failed: %s", done, len(todo), job.name, record["error"])
         if progress:
             progress(done, len(todo))
+    return records
 
 
 # --------------------------------------------------------------------------------------------------
@@ -606,7 +655,13 @@ def summary_columns(jobs: list[PairJob], config: Config) -> list[str]:
 
 def write_summaries(rows: list[dict], out_dir: Path, jobs: list[PairJob],
                     config: Config) -> dict[str, Path]:
-    """Write ``summary.csv`` (one row per pair) and ``summary.json`` (the same rows, typed)."""
+    """Write ``summary.csv`` (one row per pair) and ``summary.json`` (the same rows, typed).
+
+    A failed pair's row says why in ``error`` (the line printed on stderr) and, read from the
+    error itself (:func:`failure_record`), ``error_type`` (its class, e.g.
+    ``UnreadableInputError``, ``RegistrationError``), ``error_path`` (the file it is about) and
+    ``error_key`` (the configuration key it is about); these are empty for the others.
+    """
     cols = summary_columns(jobs, config)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
@@ -672,7 +727,7 @@ def write_detections_gpkg(path: str | Path, rows: list[dict], out_dir: Path) -> 
         gdf.to_file(tmp, layer=GPKG_LAYER, driver="GPKG", engine="pyogrio", geometry_type="Polygon")
         os.replace(tmp, path)
     except OSError as err:
-        raise OutputError(f"{path}: cannot write the GeoPackage ({err})") from None
+        raise OutputError(f"{path}: cannot write the GeoPackage ({err})", path=path) from None
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -25,9 +25,9 @@ from scipy.sparse.csgraph import connected_components
 from shapely.geometry import Polygon, mapping
 from shapely.geometry.polygon import orient
 
-from ..io import raster as rio
+from .. import io as rio
 from ..config import Config
-from ..errors import InputError, RegistrationError
+from ..errors import InputError, RegistrationError, UnreadableInputError
 from ..evaluate import Score, excused, is_ignore, match
 
 #: Annotation label of a whole aircraft; every other label (``Truncated_airplane``) is unjudgeable.
@@ -173,9 +173,11 @@ def load_annotations(csv_path: str | Path) -> dict[str, list[Box]]:
 
     Raises
     ------
+    UnreadableInputError
+        The file is missing or unreadable.
     InputError
-        The file is missing or unreadable, lacks a column, or a row is malformed (the message
-        names the file and the row's line number).
+        It lacks a column, or a row is malformed (the message names the file and the row's line
+        number; the error's ``path`` the file).
     """
     path = Path(csv_path)
     try:
@@ -183,22 +185,26 @@ def load_annotations(csv_path: str | Path) -> dict[str, list[Box]]:
             reader = csv.DictReader(fh)
             missing = {"image_id", "geometry", "class"} - set(reader.fieldnames or [])
             if missing:
-                raise InputError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+                raise InputError(f"{path}: missing column(s) {', '.join(sorted(missing))}",
+                                 path=path)
             boxes: dict[str, list[Box]] = {}
             for row in reader:
                 image, geometry, label = row.get("image_id"), row.get("geometry"), row.get("class")
                 if not image or not geometry or not label:
                     raise InputError(f"{path}: row at line {reader.line_num}: empty image_id, "
-                                     "geometry or class")
+                                     "geometry or class", path=path)
                 try:
                     box = parse_box(geometry, label.strip())
                 except ValueError as err:
-                    raise InputError(f"{path}: row at line {reader.line_num}: {err}") from None
+                    raise InputError(f"{path}: row at line {reader.line_num}: {err}",
+                                     path=path) from None
                 boxes.setdefault(image.strip(), []).append(box)
     except FileNotFoundError:
-        raise InputError(f"{path}: annotation file not found") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise InputError(f"{path}: cannot read annotations ({err})") from None
+        raise UnreadableInputError(f"{path}: annotation file not found", path=path) from None
+    except OSError as err:
+        raise UnreadableInputError(f"{path}: cannot read annotations ({err})", path=path) from None
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise InputError(f"{path}: cannot read annotations ({err})", path=path) from None
     return boxes
 
 
@@ -212,12 +218,14 @@ def placement_px(before_path: str | Path, after_path: str | Path) -> tuple[float
     """
     with rio.open_raster(before_path, "BEFORE") as b, rio.open_raster(after_path, "AFTER") as a:
         if b.crs != a.crs:
-            raise InputError(f"{after_path}: CRS {a.crs} differs from BEFORE's {b.crs}")
+            raise InputError(f"{after_path}: CRS {a.crs} differs from BEFORE's {b.crs}",
+                             path=after_path)
         tb, ta = b.transform, a.transform
         if tb.b or tb.d or ta.b or ta.d or not (math.isclose(tb.a, ta.a, rel_tol=1e-6)
                                                 and math.isclose(tb.e, ta.e, rel_tol=1e-6)):
             raise InputError(f"{after_path}: pixel grid is rotated or its pixel size differs from "
-                             f"BEFORE's ({before_path}); an offset alone cannot relate them")
+                             f"BEFORE's ({before_path}); an offset alone cannot relate them",
+                             path=after_path)
         col, row = ~tb @ (ta.c, ta.f)
     return float(col), float(row)
 
@@ -244,14 +252,17 @@ def frame_offset(before_path: str | Path, after_path: str | Path, config: Config
     RegistrationError
         The co-registration measured no shift, or one below ``coregistration.min_quality``.
     """
-    from ..run import coregister_pair  # the run module imports every stage; only needed here
+    from ..run import (
+        coregister_pair,  # the run module imports every stage; only needed here
+    )
 
     config = config or Config()
     col0, row0 = placement_px(before_path, after_path)
     shift, _ = coregister_pair(before_path, after_path, config)
     if shift is None or shift.quality < config.coregistration.min_quality:
         why = "no window could be measured" if shift is None else f"quality {shift.quality:.2f}"
-        raise RegistrationError(f"{after_path}: co-registration with {before_path} failed ({why})")
+        raise RegistrationError(f"{after_path}: co-registration with {before_path} failed ({why})",
+                                path=after_path)
     return shift.dx_px - col0, shift.dy_px - row0
 
 
@@ -569,8 +580,10 @@ def airbus_cases(dataset_dir: str | Path) -> list[Case]:
 
     Raises
     ------
+    UnreadableInputError
+        ``derived_groups.csv`` or ``annotations.csv`` is missing or unreadable.
     InputError
-        ``derived_groups.csv`` or ``annotations.csv`` is missing or malformed.
+        One of them is malformed.
     """
     root = Path(dataset_dir)
     annotated = set(load_annotations(root / "annotations.csv"))
@@ -580,12 +593,16 @@ def airbus_cases(dataset_dir: str | Path) -> list[Case]:
         with path.open(newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
                 if not row.get("group") or not row.get("file"):
-                    raise InputError(f"{path}: a row lacks group or file")
+                    raise InputError(f"{path}: a row lacks group or file", path=path)
                 image = root / row["file"]
                 if image.name in annotated:
                     groups.setdefault(row["group"], []).append(image)
     except FileNotFoundError:
-        raise InputError(f"{path}: group file not found") from None
+        raise UnreadableInputError(f"{path}: group file not found", path=path) from None
+    except OSError as err:
+        raise UnreadableInputError(f"{path}: cannot read the groups ({err})", path=path) from None
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise InputError(f"{path}: cannot read the groups ({err})", path=path) from None
     cases = []
     for group, images in groups.items():
         for i, before in enumerate(images):

@@ -13,7 +13,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import affine
 import cv2
@@ -188,12 +188,25 @@ def _halves(poly: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _poly(list(right) + cut[::-1]), _poly(list(left) + cut)
 
 
-def _wing(root_le_x: float, root_y: float, root_chord: float, tip_y: float, sweep_deg: float,
-          tip_chord: float, side: int) -> np.ndarray:
-    """A trapezoidal wing panel from ``root_y`` to ``tip_y`` (both >= 0), mirrored by ``side``."""
-    tip_le_x = root_le_x - (tip_y - root_y) * math.tan(math.radians(sweep_deg))
-    return _poly([(root_le_x, side * root_y), (tip_le_x, side * tip_y),
-                  (tip_le_x - tip_chord, side * tip_y), (root_le_x - root_chord, side * root_y)])
+@dataclass(frozen=True)
+class _Panel:
+    """A trapezoidal wing, tailplane or canard panel, local metres: the root's leading edge at
+    ``root_le_x``, spanning ``root_y`` to ``tip_y`` (both >= 0), swept back by ``sweep_deg``."""
+
+    root_le_x: float
+    root_y: float
+    root_chord: float
+    tip_y: float
+    sweep_deg: float
+    tip_chord: float
+
+    def outline(self, side: int) -> np.ndarray:
+        """The panel on the right (``side`` = +1) or the left (-1) of the body."""
+        tip_le_x = self.root_le_x - (self.tip_y - self.root_y) * math.tan(
+            math.radians(self.sweep_deg))
+        return _poly([(self.root_le_x, side * self.root_y), (tip_le_x, side * self.tip_y),
+                      (tip_le_x - self.tip_chord, side * self.tip_y),
+                      (self.root_le_x - self.root_chord, side * self.root_y)])
 
 
 def _pair(make: Callable[[int], np.ndarray]) -> list[np.ndarray]:
@@ -211,8 +224,8 @@ def _blades(hub_x: float, radius: float, n: int, width: float, phase_deg: float
     return out
 
 
-def _finish(kind: str, category: str, klass: str | None, height_m: float, parts: list[_Part],
-            colour, camo_colour=None) -> _Model:
+def _finish(kind: str, category: str, klass: str | None, *, height_m: float,
+            parts: list[_Part], colour, camo_colour=None) -> _Model:
     """Centre the footprint's bounding box on the origin and measure it."""
     foot = [p.poly_m for p in parts if p.footprint]
     allpts = np.concatenate(foot)
@@ -242,16 +255,16 @@ def _transport(kind: str, rng: np.random.Generator) -> _Model:
         L, span, H, fw = 69.1, 73.3, 21.1, 7.3
         wing = dict(root_le_x=8.0, root_chord=13.0, sweep=32.0, tip_chord=3.5)
         engines_y, nacelle = (10.5, 18.5), (6.5, 2.9)
-        tail = dict(root_le_x=-21.5, root_y=0.0, root_chord=7.0, tip_y=12.4, sweep_deg=38.0,
-                    tip_chord=2.5)
+        tail = _Panel(root_le_x=-21.5, root_y=0.0, root_chord=7.0, tip_y=12.4, sweep_deg=38.0,
+                      tip_chord=2.5)
         tail_z, fin, body_z = (7.0, 8.6), (-33.5, -21.0, 0.9), (0.8, 8.6)
         colour = _rgbn(0.80, 0.81, 0.82)
     else:
         L, span, H, fw = 46.6, 50.5, 14.76, 4.8
         wing = dict(root_le_x=6.0, root_chord=9.5, sweep=25.0, tip_chord=2.8)
         engines_y, nacelle = (7.3, 13.4), (5.5, 1.9)
-        tail = dict(root_le_x=-17.5, root_y=0.0, root_chord=5.0, tip_y=8.7, sweep_deg=30.0,
-                    tip_chord=2.2)  # T-tail: on top of the fin
+        tail = _Panel(root_le_x=-17.5, root_y=0.0, root_chord=5.0, tip_y=8.7, sweep_deg=30.0,
+                      tip_chord=2.2)  # T-tail: on top of the fin
         tail_z, fin, body_z = (14.0, 14.76), (-22.8, -15.0, 0.8), (0.8, 6.0)
         colour = _rgbn(0.70, 0.72, 0.73)
     colour = tuple(c * k for c, k in zip(colour, [rng.uniform(0.94, 1.04)] * 4))
@@ -259,19 +272,20 @@ def _transport(kind: str, rng: np.random.Generator) -> _Model:
     wz = (body_z[1] - 0.9, body_z[1])
     tan_sw = math.tan(math.radians(wing["sweep"]))
     parts = _shaded_body(body, body_z)
-    parts += [_Part(p, tail_z, shade=0.95) for p in _pair(lambda s: _wing(side=s, **tail))]
+    parts += [_Part(p, tail_z, shade=0.95) for p in _pair(tail.outline)]
     for y in engines_y:
         x = wing["root_le_x"] - y * tan_sw + nacelle[0] * 0.15
         parts += [_Part(_ellipse(x, s * y, nacelle[0] / 2, nacelle[1] / 2), (wz[0] - 2.5, wz[0]),
                         shade=0.78) for s in (1, -1)]
-    parts += [_Part(p, wz, shade=0.95) for p in _pair(lambda s: _wing(
-        wing["root_le_x"], 0.0, wing["root_chord"], span / 2, wing["sweep"], wing["tip_chord"], s))]
+    parts += [_Part(p, wz, shade=0.95) for p in _pair(_Panel(
+        wing["root_le_x"], 0.0, wing["root_chord"], span / 2, wing["sweep"], wing["tip_chord"]
+    ).outline)]
     x0, x1, w = fin
     parts.append(_Part(_rect(x0, x1, -w / 2, w / 2), (body_z[1], H), shade=0.88))
     parts.append(_Part(_rect(L / 2 - 2.9, L / 2 - 2.1, -fw * 0.22, fw * 0.22, 0.2), body_z,
                        tint=_CANOPY, shadow=False, footprint=False))
     return _finish(kind, "aircraft", "medium-transport" if kind == "Il-76" else "large-transport",
-                   H, parts, colour)
+                   height_m=H, parts=parts, colour=colour)
 
 
 def _an26(rng: np.random.Generator) -> _Model:
@@ -280,15 +294,15 @@ def _an26(rng: np.random.Generator) -> _Model:
     colour = _rgbn(*(c * k for c, k in zip((0.72, 0.73, 0.72), [rng.uniform(0.95, 1.05)] * 3)))
     body_z, wz = (0.6, 3.2), (2.8, 3.3)
     parts = _shaded_body(_fuselage(L, 2.9, nose=0.08, tail=0.32, tail_w=0.25), body_z)
-    parts += [_Part(p, (2.9, 3.3), shade=0.95) for p in _pair(lambda s: _wing(
-        -8.2, 0.0, 3.0, 4.9, 12.0, 1.5, s))]
+    parts += [_Part(p, (2.9, 3.3), shade=0.95) for p in _pair(_Panel(
+        -8.2, 0.0, 3.0, 4.9, 12.0, 1.5).outline)]
     parts += [_Part(_ellipse(1.3, s * 4.0, 3.4, 0.75), (1.8, 3.0), shade=0.82) for s in (1, -1)]
-    parts += [_Part(p, wz, shade=0.96) for p in _pair(lambda s: _wing(
-        3.0, 0.0, 3.6, span / 2, 4.0, 1.6, s))]
+    parts += [_Part(p, wz, shade=0.96) for p in _pair(_Panel(
+        3.0, 0.0, 3.6, span / 2, 4.0, 1.6).outline)]
     parts.append(_Part(_rect(-11.6, -7.0, -0.25, 0.25), (3.2, H), shade=0.88))
     parts.append(_Part(_rect(9.9, 10.9, -0.8, 0.8, 0.2), body_z, tint=_CANOPY, shadow=False,
                        footprint=False))
-    return _finish("An-26", "aircraft", "light-aircraft", H, parts, colour)
+    return _finish("An-26", "aircraft", "light-aircraft", height_m=H, parts=parts, colour=colour)
 
 
 def _su24(rng: np.random.Generator, swept: bool | None = None) -> _Model:
@@ -307,15 +321,16 @@ def _su24(rng: np.random.Generator, swept: bool | None = None) -> _Model:
         (pivot_x - length_wing * math.sin(math.radians(sweep)), s * half_span),
         (pivot_x - length_wing * math.sin(math.radians(sweep)) - 1.6, s * half_span),
         (pivot_x - 3.4, s * pivot_y)]))]
-    parts += [_Part(p, (1.9, 2.4), shade=0.95, camo=True) for p in _pair(lambda s: _wing(
-        -6.4, 1.1, 3.3, 4.3, 45.0, 1.2, s))]
+    parts += [_Part(p, (1.9, 2.4), shade=0.95, camo=True) for p in _pair(_Panel(
+        -6.4, 1.1, 3.3, 4.3, 45.0, 1.2).outline)]
     parts.append(_Part(_poly([(5.0, 1.0), (1.5, 3.2), (-1.2, 3.2), (-1.2, -3.2), (1.5, -3.2),
                               (5.0, -1.0)]), body_z, camo=True))                 # wing gloves
     parts += _shaded_body(_fuselage(L, 2.4, nose=0.22, tail=0.15, tail_w=0.6), body_z, camo=True)
     parts.append(_Part(_rect(-11.0, -6.2, -0.2, 0.2), (3.2, H), shade=0.85))
     parts.append(_Part(_ellipse(6.3, 0.0, 1.5, 0.85), body_z, tint=_CANOPY, shadow=False,
                        footprint=False))
-    return _finish("Su-24", "aircraft", "combat-jet", H, parts, base, camo)
+    return _finish("Su-24", "aircraft", "combat-jet",
+                   height_m=H, parts=parts, colour=base, camo_colour=camo)
 
 
 def _flanker(kind: str, rng: np.random.Generator) -> _Model:
@@ -328,16 +343,16 @@ def _flanker(kind: str, rng: np.random.Generator) -> _Model:
         base, camo = _rgbn(0.44, 0.50, 0.56), _rgbn(0.33, 0.38, 0.45)
     x_nose = L / 2
     body_z, wz = (1.0, 3.4), (2.2, 2.6)
-    parts = [_Part(p, wz, shade=0.95, camo=True) for p in _pair(lambda s: _wing(
-        0.8, 2.6, 6.4, span / 2, 42.0, 1.5, s))]
-    parts += [_Part(p, (2.0, 2.5), shade=0.93, camo=True) for p in _pair(lambda s: _wing(
-        -6.6, 2.2, 3.3, 4.9, 40.0, 1.1, s))]
+    parts = [_Part(p, wz, shade=0.95, camo=True) for p in _pair(_Panel(
+        0.8, 2.6, 6.4, span / 2, 42.0, 1.5).outline)]
+    parts += [_Part(p, (2.0, 2.5), shade=0.93, camo=True) for p in _pair(_Panel(
+        -6.6, 2.2, 3.3, 4.9, 40.0, 1.1).outline)]
     parts.append(_Part(_poly([(x_nose - 5.5, 0.9), (0.8, 2.9), (-7.5, 2.9), (-9.4, 1.7),
                               (-9.4, -1.7), (-7.5, -2.9), (0.8, -2.9), (x_nose - 5.5, -0.9)]),
                        body_z, camo=True))                            # LERX, nacelles, tunnel
     if canards:
-        parts += [_Part(p, (2.4, 2.8), shade=0.93, camo=True) for p in _pair(lambda s: _wing(
-            x_nose - 6.0, 1.0, 1.6, 3.0, 35.0, 0.6, s))]
+        parts += [_Part(p, (2.4, 2.8), shade=0.93, camo=True) for p in _pair(_Panel(
+            x_nose - 6.0, 1.0, 1.6, 3.0, 35.0, 0.6).outline)]
     nose_len = 9.0
     parts += _shaded_body(_fuselage(nose_len, nose_w, x0=x_nose - nose_len / 2, nose=0.5,
                                     tail=0.05, tail_w=1.0), body_z)
@@ -348,7 +363,8 @@ def _flanker(kind: str, rng: np.random.Generator) -> _Model:
               for s in (1, -1)]
     parts.append(_Part(_ellipse(x_nose - 4.6, 0.0, 1.4, 0.55 if not canards else 0.9),
                        body_z, tint=_CANOPY, shadow=False, footprint=False))
-    return _finish(kind, "aircraft", "combat-jet", H, parts, base, camo)
+    return _finish(kind, "aircraft", "combat-jet",
+                   height_m=H, parts=parts, colour=base, camo_colour=camo)
 
 
 def _helicopter(kind: str, rng: np.random.Generator) -> _Model:
@@ -361,12 +377,12 @@ def _helicopter(kind: str, rng: np.random.Generator) -> _Model:
         L, H, fw = 13.5, 4.93, 1.9
         colour, camo = _rgbn(0.18, 0.20, 0.16), _rgbn(0.24, 0.25, 0.18)
         body = _fuselage(L, fw, nose=0.2, tail=0.5, tail_w=0.3)
-        parts = [_Part(p, (1.2, 1.5), shade=0.9) for p in _pair(lambda s: _wing(
-            1.1, 0.0, 1.3, 3.65, 8.0, 1.0, s))]
+        parts = [_Part(p, (1.2, 1.5), shade=0.9) for p in _pair(_Panel(
+            1.1, 0.0, 1.3, 3.65, 8.0, 1.0).outline)]
         parts += [_Part(_ellipse(0.0, s * y, 0.9, 0.22), (0.8, 1.2), shade=0.7)
                   for s in (1, -1) for y in (2.0, 3.2)]
-        parts += [_Part(p, (1.5, 1.8), shade=0.9) for p in _pair(lambda s: _wing(
-            -4.8, 0.0, 0.8, 1.5, 5.0, 0.7, s))]
+        parts += [_Part(p, (1.5, 1.8), shade=0.9) for p in _pair(_Panel(
+            -4.8, 0.0, 0.8, 1.5, 5.0, 0.7).outline)]
         parts += _shaded_body(body, (0.3, 3.6), camo=True)
         parts.append(_Part(_ellipse(4.2, 0.0, 1.2, 0.7), (0.3, 3.6), tint=_CANOPY, shadow=False,
                            footprint=False))
@@ -380,8 +396,8 @@ def _helicopter(kind: str, rng: np.random.Generator) -> _Model:
         parts = [_Part(_rect(-1.0, 3.0, s * 1.25 - 0.5 * s, s * 2.25, 0.45) if s > 0 else
                        _rect(-1.0, 3.0, -2.25, -0.75, 0.45), (0.5, 1.8), shade=0.85)
                  for s in (1, -1)]                                     # external tanks
-        parts += [_Part(p, (1.8, 2.1), shade=0.9) for p in _pair(lambda s: _wing(
-            -7.2, 0.0, 0.8, 1.4, 5.0, 0.6, s))]
+        parts += [_Part(p, (1.8, 2.1), shade=0.9) for p in _pair(_Panel(
+            -7.2, 0.0, 0.8, 1.4, 5.0, 0.6).outline)]
         parts += _shaded_body(cabin, (0.4, 4.4), camo=True)
         parts.append(_Part(_rect(0.5, 4.8, -0.8, 0.8, 0.4), (0.4, 4.5), shade=0.8, footprint=False))
         parts.append(_Part(_ellipse(8.0, 0.0, 0.9, 1.0), (0.4, 3.0), tint=_CANOPY, shadow=False,
@@ -390,7 +406,8 @@ def _helicopter(kind: str, rng: np.random.Generator) -> _Model:
         rotor_z = (4.6, 5.65)
     parts += [_Part(b, rotor_z, shade=0.7, alpha=0.4, footprint=False) for b in rotor]
     parts.append(_Part(_ellipse(hub, 0.0, 0.55, 0.55), rotor_z, shade=0.6, footprint=False))
-    return _finish(kind, "aircraft", "helicopter", H, parts, colour, camo)
+    return _finish(kind, "aircraft", "helicopter",
+                   height_m=H, parts=parts, colour=colour, camo_colour=camo)
 
 
 def _s400_tel(rng: np.random.Generator) -> _Model:
@@ -410,7 +427,8 @@ def _s400_tel(rng: np.random.Generator) -> _Model:
                            shade=1.05, sun_facing=0.25, shadow=False, footprint=False))
         parts.append(_Part(_rect(-L / 2 + 0.05, -L / 2 + 0.5, y - 0.3, y + 0.3), (0.0, H),
                            shade=0.55, shadow=False, footprint=False))
-    return _finish("S-400 TEL", "launcher", "sam-launcher", H, parts, colour, camo)
+    return _finish("S-400 TEL", "launcher", "sam-launcher",
+                   height_m=H, parts=parts, colour=colour, camo_colour=camo)
 
 
 def _radar(rng: np.random.Generator) -> _Model:
@@ -424,7 +442,8 @@ def _radar(rng: np.random.Generator) -> _Model:
              _Part(_rect(-L / 2 + 0.6, L / 2 - 3.0, -1.3, 1.3), (0.0, H), shade=1.15),
              _Part(_rect(-L / 2 + 1.0, L / 2 - 3.4, -1.3, 0.0), (0.0, H), shade=1.15,
                    sun_facing=-0.15, shadow=False, footprint=False)]
-    return _finish("radar", "launcher", "sam-launcher", H, parts, colour, camo)
+    return _finish("radar", "launcher", "sam-launcher",
+                   height_m=H, parts=parts, colour=colour, camo_colour=camo)
 
 
 _CAR_COLOURS = [_rgbn(0.82, 0.82, 0.80), _rgbn(0.62, 0.63, 0.64), _rgbn(0.07, 0.07, 0.08),
@@ -442,7 +461,7 @@ def _car(rng: np.random.Generator) -> _Model:
                    footprint=False),
              _Part(_rect(-1.7, -1.25, -0.72, 0.72, 0.12), (0.0, H), tint=_CANOPY, shadow=False,
                    footprint=False)]
-    return _finish("car", "vehicle", None, H, parts, colour)
+    return _finish("car", "vehicle", None, height_m=H, parts=parts, colour=colour)
 
 
 def _truck(rng: np.random.Generator) -> _Model:
@@ -452,7 +471,7 @@ def _truck(rng: np.random.Generator) -> _Model:
              _Part(_rect(L / 2 - 0.5, L / 2 - 0.1, -1.0, 1.0), (0.0, 2.5), tint=_CANOPY,
                    shadow=False, footprint=False),
              _Part(_rect(-L / 2, L / 2 - 2.1, -W / 2, W / 2), (0.0, H), shade=1.05)]
-    return _finish("truck", "vehicle", None, H, parts, colour)
+    return _finish("truck", "vehicle", None, height_m=H, parts=parts, colour=colour)
 
 
 def _building(rng: np.random.Generator, length_m: float, width_m: float) -> _Model:
@@ -477,7 +496,7 @@ def _building(rng: np.random.Generator, length_m: float, width_m: float) -> _Mod
             y = rng.uniform(-width_m / 2 + 3, width_m / 2 - 3)
             parts.append(_Part(_rect(x - 1.2, x + 1.2, y - 0.9, y + 0.9), (H, H + 1.5),
                                shade=1.12, footprint=False))
-    return _finish("building", "building", None, H, parts, colour)
+    return _finish("building", "building", None, height_m=H, parts=parts, colour=colour)
 
 
 _BUILDERS: dict[str, Callable[[np.random.Generator], _Model]] = {
@@ -618,9 +637,20 @@ def _band_cover(v: np.ndarray, lo: float, hi: float, gsd_m: float) -> np.ndarray
     return (np.clip(0.5 + (v - lo) / gsd_m, 0, 1) * np.clip(0.5 + (hi - v) / gsd_m, 0, 1))
 
 
+_MATERIALS = {  # RGBN reflectance
+    "concrete": (0.57, 0.555, 0.525, 0.58), "asphalt": (0.23, 0.23, 0.24, 0.25),
+    "soil": (0.47, 0.41, 0.32, 0.47), "veg": (0.31, 0.31, 0.20, 0.45),
+    "yellow": (0.72, 0.60, 0.16, 0.66), "white": (0.82, 0.82, 0.80, 0.80),
+}
+
+
 def _ground(layout: _Layout, n_px: int, pad_px: int, gsd_m: float, n_bands: int,
             rng: np.random.Generator) -> np.ndarray:
-    """Reflectance (n_bands, n_px, n_px) of the bare airfield on the padded canvas."""
+    """Reflectance (n_bands, n_px, n_px) of the bare airfield on the padded canvas.
+
+    Concrete slabs on the apron, asphalt on the taxiway and the road, soil and grass elsewhere,
+    each modulated by shared fractal textures; stains, tyre marks and painted lines on top.
+    """
     shape = (n_px, n_px)
     idx = np.arange(n_px, dtype=np.float32) - pad_px + 0.5
     u, v = layout.uv_m(idx[None, :], idx[:, None], gsd_m)
@@ -630,20 +660,7 @@ def _ground(layout: _Layout, n_px: int, pad_px: int, gsd_m: float, n_bands: int,
     patches = _fractal(shape, rng, factor=8, f_min=1 / 600)
     speckle = cv2.GaussianBlur(_fractal(shape, rng, factor=2, beta=0.0), (0, 0), 0.6)
     fine = rng.standard_normal(shape, dtype=np.float32)
-
-    # Concrete slabs of irregular size; joints low contrast so they are no strong periodic pattern.
-    extent = n_px * gsd_m
-    slab_edges = []
-    for _ in range(2):
-        widths = rng.uniform(4.4, 5.6, size=int(2 * extent / 4.4) + 4)
-        slab_edges.append(np.cumsum(widths) - extent)
-    iu, ju = _joints(slab_edges[0], u, gsd_m)
-    iv, jv = _joints(slab_edges[1], v, gsd_m)
-    slab_tone = rng.normal(0.0, 0.018, size=(len(slab_edges[0]) + 1, len(slab_edges[1]) + 1))
-    slab_tone -= 0.05 * (rng.random(slab_tone.shape) < 0.04)           # stained slabs
-    concrete_mod = (1.0 + 0.03 * mottle + 0.01 * fine + 0.025 * speckle
-                    + slab_tone[iu, iv].astype(np.float32) - 0.045 * np.maximum(ju, jv))
-    del iu, iv, ju, jv
+    concrete_mod = _concrete_mod((u, v), (mottle, fine, speckle), gsd_m, rng)
 
     tw0, tw1 = layout.taxiway_m
     tw_c = (tw0 + tw1) / 2
@@ -658,7 +675,45 @@ def _ground(layout: _Layout, n_px: int, pad_px: int, gsd_m: float, n_bands: int,
     m_rd = _band_cover(v, *layout.road_m, gsd_m)
     m_grass = np.clip(1.0 - m_tw - m_ap - m_rd, 0, 1)
 
-    # Stains and tyre marks on the apron, drawn at full resolution then softened.
+    concrete_mod *= 1.0 - 0.25 * _stains(layout, shape, pad_px, gsd_m, rng) * m_ap
+    paint_y, paint_w = _paint(layout, v, pad_px, gsd_m, m_ap)
+
+    out = np.empty((n_bands, n_px, n_px), np.float32)
+    for b in range(n_bands):
+        mat = {k: v_[b] for k, v_ in _MATERIALS.items()}
+        grass = (mat["soil"] + (mat["veg"] - mat["soil"]) * veg) * grass_mod
+        band = (mat["concrete"] * concrete_mod * m_ap + mat["asphalt"] * asphalt_mod * (m_tw + m_rd)
+                + grass * m_grass)
+        band += paint_y * (mat["yellow"] * (1.0 + 0.04 * fine) - band)
+        band += paint_w * (mat["white"] - band)
+        out[b] = band
+    return out
+
+
+def _concrete_mod(uv_m: tuple[np.ndarray, np.ndarray], textures: tuple[np.ndarray, ...],
+                  gsd_m: float, rng: np.random.Generator) -> np.ndarray:
+    """Brightness of the concrete: slabs of irregular size, each its own tone, low-contrast
+    joints (no strong periodic pattern), and the ``(mottle, fine, speckle)`` textures."""
+    u, v = uv_m
+    mottle, fine, speckle = textures
+    extent = u.shape[0] * gsd_m
+    slab_edges = []
+    for _ in range(2):
+        widths = rng.uniform(4.4, 5.6, size=int(2 * extent / 4.4) + 4)
+        slab_edges.append(np.cumsum(widths) - extent)
+    iu, ju = _joints(slab_edges[0], u, gsd_m)
+    iv, jv = _joints(slab_edges[1], v, gsd_m)
+    slab_tone = rng.normal(0.0, 0.018, size=(len(slab_edges[0]) + 1, len(slab_edges[1]) + 1))
+    slab_tone -= 0.05 * (rng.random(slab_tone.shape) < 0.04)           # stained slabs
+    return (1.0 + 0.03 * mottle + 0.01 * fine + 0.025 * speckle
+            + slab_tone[iu, iv].astype(np.float32) - 0.045 * np.maximum(ju, jv))
+
+
+def _stains(layout: _Layout, shape: tuple[int, int], pad_px: int, gsd_m: float,
+            rng: np.random.Generator) -> np.ndarray:
+    """Stains and tyre marks on the apron (0..1), drawn at full resolution then softened."""
+    extent = shape[0] * gsd_m
+    tw_c = (layout.taxiway_m[0] + layout.taxiway_m[1]) / 2
     stains = np.zeros(shape, np.uint8)
     n_stains = int(0.003 * (extent ** 2) * 0.4)
     for _ in range(n_stains):
@@ -674,36 +729,26 @@ def _ground(layout: _Layout, n_px: int, pad_px: int, gsd_m: float, n_bands: int,
             pts = _leadin_m(u0 + rng.normal(0, 1.5), tw_c, rng.uniform(20, 30), 60.0, rng)
             cv2.polylines(stains, [_to_cv(np.array([layout.px(a, b, gsd_m) for a, b in pts]),
                                           pad_px)], False, 50, 2, cv2.LINE_AA, _SUBPIXEL_BITS)
-    stain = cv2.GaussianBlur(stains, (0, 0), 1.5).astype(np.float32) / 255.0
-    concrete_mod *= 1.0 - 0.25 * stain * m_ap
+    return cv2.GaussianBlur(stains, (0, 0), 1.5).astype(np.float32) / 255.0
 
-    # Paint: taxiway centre and edge lines, lead-in lines, apron edge line.
+
+def _paint(layout: _Layout, v: np.ndarray, pad_px: int, gsd_m: float, m_ap: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Cover (0..1) of yellow paint (taxiway centre and edge lines, lead-in lines) and of white
+    paint (the apron's edge line)."""
+    tw0, tw1 = layout.taxiway_m
+    tw_c = (tw0 + tw1) / 2
     paint_y = np.clip(0.5 + (0.25 - np.abs(v - tw_c)) / gsd_m, 0, 1) * 0.85
     for edge in (tw0 + 1.0, tw1 - 1.0):
         paint_y = np.maximum(paint_y, np.clip(0.5 + (0.18 - np.abs(v - edge)) / gsd_m, 0, 1) * 0.7)
-    lines = np.zeros(shape, np.uint8)
+    lines = np.zeros(v.shape, np.uint8)
     for u0 in layout.leadins_u_m:
         pts = _leadin_m(u0, tw_c, 25.0, 70.0, None)
         cv2.polylines(lines, [_to_cv(np.array([layout.px(a, b, gsd_m) for a, b in pts]), pad_px)],
                       False, 200, 1, cv2.LINE_AA, _SUBPIXEL_BITS)
     paint_y = np.maximum(paint_y, lines.astype(np.float32) / 255.0 * m_ap)
     paint_w = np.clip(0.5 + (0.2 - np.abs(v - (layout.apron_m[1] - 1.0))) / gsd_m, 0, 1) * 0.6
-
-    materials = {  # RGBN reflectance
-        "concrete": (0.57, 0.555, 0.525, 0.58), "asphalt": (0.23, 0.23, 0.24, 0.25),
-        "soil": (0.47, 0.41, 0.32, 0.47), "veg": (0.31, 0.31, 0.20, 0.45),
-        "yellow": (0.72, 0.60, 0.16, 0.66), "white": (0.82, 0.82, 0.80, 0.80),
-    }
-    out = np.empty((n_bands, n_px, n_px), np.float32)
-    for b in range(n_bands):
-        mat = {k: v_[b] for k, v_ in materials.items()}
-        grass = (mat["soil"] + (mat["veg"] - mat["soil"]) * veg) * grass_mod
-        band = (mat["concrete"] * concrete_mod * m_ap + mat["asphalt"] * asphalt_mod * (m_tw + m_rd)
-                + grass * m_grass)
-        band += paint_y * (mat["yellow"] * (1.0 + 0.04 * fine) - band)
-        band += paint_w * (mat["white"] - band)
-        out[b] = band
-    return out
+    return paint_y, paint_w
 
 
 def _leadin_m(u0: float, v_centre: float, radius: float, length: float,
@@ -916,9 +961,11 @@ class _Placer:
         self.taken.append(MultiPoint([tuple(p) for p in keep]).convex_hull.buffer(self.half_gap_px))
 
 
-def _random_pose(rng: np.random.Generator, layout: _Layout, size_px: int, gsd_m: float,
-                 region: str, near: list[_Placed], cluster: bool) -> tuple[float, float]:
-    L = size_px * gsd_m
+def _random_pose(rng: np.random.Generator, placer: _Placer, region: str, *,
+                 near: Sequence[_Placed] = (), cluster: bool = False) -> tuple[float, float]:
+    """A candidate centre in ``region``; with ``cluster``, mostly near one of ``near``."""
+    layout, gsd_m = placer.layout, placer.gsd_m
+    L = placer.size_px * gsd_m
     if cluster and near and rng.random() < 0.7:
         anchor = near[rng.integers(len(near))]
         dist = rng.uniform(15.0, 45.0) / gsd_m
@@ -935,14 +982,15 @@ def _random_pose(rng: np.random.Generator, layout: _Layout, size_px: int, gsd_m:
 
 
 def _place_random(kind: str, change: str, obj_id: str, placer: _Placer, rng: np.random.Generator,
-                  region: str, placed: list[_Placed], cluster: bool, tries: int = 80
+                  *, region: str, placed: list[_Placed], cluster: bool, tries: int = 80
                   ) -> _Placed | None:
+    """An object of ``kind`` where ``placer`` finds room in ``region`` (mostly aligned with the
+    taxiway), or None after ``tries`` candidate poses; ``placed`` are the anchors of clusters."""
     seed = int(rng.integers(2**31))
     model = _BUILDERS[kind](np.random.default_rng(seed))
     axis = placer.layout.axis_deg
     for _ in range(tries):
-        col, row = _random_pose(rng, placer.layout, placer.size_px, placer.gsd_m, region,
-                                placed, cluster)
+        col, row = _random_pose(rng, placer, region, near=placed, cluster=cluster)
         if kind in ("car", "truck") and region == "road":
             nose = axis + rng.choice([0.0, 180.0]) + rng.normal(0, 2)
         elif rng.random() < 0.75:
@@ -984,12 +1032,12 @@ def _random_scene(rng: np.random.Generator, placer: _Placer, diff: _Difficulty,
     placed: list[_Placed] = []
     fallback = ["Ka-52", "Su-35", "S-400 TEL"]
     for kind, change, region in todo:
-        p = _place_random(kind, change, f"t{len(placed) + 1:03d}", placer, rng, region, placed,
-                          cluster=diff.clearance_m <= 6.0)
+        p = _place_random(kind, change, f"t{len(placed) + 1:03d}", placer, rng, region=region,
+                          placed=placed, cluster=diff.clearance_m <= 6.0)
         if p is None and kind not in ("car", "truck") and change != "static":
             for alt in fallback:  # a big aircraft that does not fit leaves room for a small one
-                p = _place_random(alt, change, f"t{len(placed) + 1:03d}", placer, rng, region,
-                                  placed, cluster=False)
+                p = _place_random(alt, change, f"t{len(placed) + 1:03d}", placer, rng,
+                                  region=region, placed=placed, cluster=False)
                 if p is not None:
                     break
         if p is not None:
@@ -1056,8 +1104,7 @@ def _buildings(rng: np.random.Generator, placer: _Placer, count: int) -> list[_P
         length, width = rng.uniform(24.0, 45.0), rng.uniform(15.0, 28.0)
         model = _building(np.random.default_rng(int(rng.integers(2**31))), length, width)
         for _ in range(40):
-            col, row = _random_pose(rng, placer.layout, placer.size_px, placer.gsd_m, "grass",
-                                    [], False)
+            col, row = _random_pose(rng, placer, "grass")
             cand = _Placed(f"b{k}", model, col, row,
                            (placer.layout.axis_deg + rng.choice([0.0, 90.0])) % 360, "static", 0)
             if placer.fits(cand, "grass"):
@@ -1171,6 +1218,41 @@ def make_pair(*, seed: int = 0, size_px: int = 1024, gsd_m: float = 0.5,
     quantised. Shadows are the silhouette's parts swept from their bottom to their top height
     along the sun's azimuth; they move between the dates, as do those of static objects.
     """
+    _check_request(scenario=scenario, difficulty=difficulty, bands=bands, dtype=dtype,
+                   size_px=size_px, gsd_m=gsd_m, shift_px=shift_px)
+    dx, dy = (float(s) for s in shift_px)
+    size_px = int(size_px)
+    diff = _DIFFICULTY[difficulty]
+    pad_px = 40 + int(math.ceil(max(abs(dx), abs(dy)))) + 24
+    rngs = [np.random.default_rng([seed, k]) for k in range(7)]
+    layout, suns, buildings, placed = _lay_out(scenario, size_px, gsd_m, diff, rngs)
+
+    ground = _ground(layout, _padded_size(size_px, pad_px), pad_px, gsd_m, 4 if bands == 4 else 3,
+                     rngs[2])
+    placed = [_ensure_contrast(p, ground, pad_px, gsd_m, diff) for p in placed]
+    before_f, after_f = _render_dates(ground, buildings, placed, suns, size_px=size_px,
+                                      pad_px=pad_px, gsd_m=gsd_m, shift_px=(dx, dy))
+    del ground
+    _relight(after_f, rngs[4], diff)
+    if bands == 1:
+        before_f = before_f.mean(axis=0, keepdims=True)
+        after_f = after_f.mean(axis=0, keepdims=True)
+
+    scale = _DN_SCALE[dtype]
+    noise_sigma = diff.noise_dn / _DN_SCALE["uint8"]  # DN of the 8-bit product
+    before = _quantise(before_f, scale, noise_sigma, rngs[5], dtype)
+    after = _quantise(after_f, scale, noise_sigma, rngs[6], dtype)
+
+    if origin_xy_m is None:
+        origin_xy_m = hmeimim_origin_xy_m(size_px, gsd_m)
+    transform = affine.Affine(gsd_m, 0.0, float(origin_xy_m[0]), 0.0, -gsd_m, float(origin_xy_m[1]))
+    objects = tuple(sorted((_truth(p) for p in placed), key=lambda o: o.id))
+    return ScenePair(before, after, transform, CRS, (dx, dy), objects)
+
+
+def _check_request(*, scenario: str, difficulty: str, bands: int, dtype: str, size_px: int,
+                   gsd_m: float, shift_px: tuple[float, float]) -> None:
+    """Refuse arguments of :func:`make_pair` it cannot render, with a ValueError naming them."""
     if scenario not in SCENARIOS:
         raise ValueError(f"scenario must be one of {SCENARIOS}, got {scenario!r}")
     if difficulty not in DIFFICULTIES:
@@ -1186,13 +1268,16 @@ def make_pair(*, seed: int = 0, size_px: int = 1024, gsd_m: float = 0.5,
     dx, dy = (float(s) for s in shift_px)
     if not (math.isfinite(dx) and math.isfinite(dy)):
         raise ValueError(f"shift_px must be finite, got {shift_px!r}")
-    size_px = int(size_px)
-    diff = _DIFFICULTY[difficulty]
-    pad_px = 40 + int(math.ceil(max(abs(dx), abs(dy)))) + 24
-    n_px = _padded_size(size_px, pad_px)
-    n_render = 4 if bands == 4 else 3
 
-    rngs = [np.random.default_rng([seed, k]) for k in range(7)]
+
+def _lay_out(scenario: str, size_px: int, gsd_m: float, diff: _Difficulty,
+             rngs: list[np.random.Generator]
+             ) -> tuple[_Layout, tuple[_Sun, _Sun], list[_Placed], list[_Placed]]:
+    """The site's layout, the two dates' suns, its buildings and its other objects.
+
+    Draws from ``rngs[0]`` (layout), ``rngs[3]`` (objects) and ``rngs[4]`` (suns; the AFTER
+    date's look draws from it next, in :func:`_relight`).
+    """
     axis = (-8.0 if scenario == "hmeimim" else float(rngs[0].uniform(0, 180)))
     layout = _make_layout(size_px, gsd_m, axis, rngs[0])
     suns = _suns(rngs[4], diff)
@@ -1205,43 +1290,34 @@ def make_pair(*, seed: int = 0, size_px: int = 1024, gsd_m: float = 0.5,
         placed = _hmeimim_scene(rngs[3], placer, size_px, gsd_m)
     else:
         placed = _random_scene(rngs[3], placer, diff, with_changes=scenario == "random")
+    return layout, suns, buildings, placed
 
-    ground = _ground(layout, n_px, pad_px, gsd_m, n_render, rngs[2])
-    placed = [_ensure_contrast(p, ground, pad_px, gsd_m, diff) for p in placed]
 
-    psf_sigma_px = _PSF_SIGMA_PX
+def _render_dates(ground: np.ndarray, buildings: list[_Placed], placed: list[_Placed],
+                  suns: tuple[_Sun, _Sun], *, size_px: int, pad_px: int, gsd_m: float,
+                  shift_px: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """BEFORE and AFTER in float reflectance, cropped from the padded canvas: each with its
+    objects under its sun, AFTER moved by ``shift_px`` (dx, dy) before the crop."""
     before_objs = buildings + [p for p in placed if p.change != "appeared"]
     after_objs = buildings + [p for p in placed if p.change != "disappeared"]
     crop = (slice(None), slice(pad_px, pad_px + size_px), slice(pad_px, pad_px + size_px))
-    before_f = _render_date(ground, before_objs, suns[0], gsd_m, pad_px, psf_sigma_px)[crop]
+    before_f = _render_date(ground, before_objs, suns[0], gsd_m, pad_px, _PSF_SIGMA_PX)[crop]
     after_f = _subpixel_shift(_render_date(ground, after_objs, suns[1], gsd_m, pad_px,
-                                           psf_sigma_px), dx, dy)[crop]
-    del ground
+                                           _PSF_SIGMA_PX), *shift_px)[crop]
+    return before_f, after_f
 
-    # The AFTER date: new gain and offset per band, and haze that lifts and flattens the scene.
-    rr = rngs[4]
-    gain = rr.uniform(1 - diff.gain_range, 1 + diff.gain_range)
-    haze = rr.uniform(0.0, diff.haze_max)
+
+def _relight(after_f: np.ndarray, rng: np.random.Generator, diff: _Difficulty) -> None:
+    """The AFTER date's look, in place: a new gain and offset per band, and haze that lifts and
+    flattens the scene."""
+    gain = rng.uniform(1 - diff.gain_range, 1 + diff.gain_range)
+    haze = rng.uniform(0.0, diff.haze_max)
     haze_colour = np.array([0.62, 0.66, 0.74, 0.5], np.float32)
-    offset = rr.uniform(-0.02, 0.02)
-    for b in range(n_render):
-        g_b = gain * (1.0 + rr.normal(0, diff.band_jitter))
-        o_b = offset + rr.normal(0, 0.004)
+    offset = rng.uniform(-0.02, 0.02)
+    for b in range(after_f.shape[0]):
+        g_b = gain * (1.0 + rng.normal(0, diff.band_jitter))
+        o_b = offset + rng.normal(0, 0.004)
         after_f[b] = (after_f[b] * g_b + o_b) * (1.0 - haze) + haze * haze_colour[b]
-    if bands == 1:
-        before_f = before_f.mean(axis=0, keepdims=True)
-        after_f = after_f.mean(axis=0, keepdims=True)
-
-    scale = _DN_SCALE[dtype]
-    noise_sigma = diff.noise_dn / _DN_SCALE["uint8"]  # DN of the 8-bit product
-    before = _quantise(before_f, scale, noise_sigma, rngs[5], dtype)
-    after = _quantise(after_f, scale, noise_sigma, rngs[6], dtype)
-
-    if origin_xy_m is None:
-        origin_xy_m = hmeimim_origin_xy_m(size_px, gsd_m)
-    transform = affine.Affine(gsd_m, 0.0, float(origin_xy_m[0]), 0.0, -gsd_m, float(origin_xy_m[1]))
-    objects = tuple(sorted((_truth(p) for p in placed), key=lambda o: o.id))
-    return ScenePair(before, after, transform, CRS, (dx, dy), objects)
 
 
 def _quantise(image: np.ndarray, scale: float, sigma: float, rng: np.random.Generator,
