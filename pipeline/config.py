@@ -93,8 +93,8 @@ class DifferenceConfig(_Strict):
     smoothing_px: float = Field(0.8, ge=0, description="Gaussian sigma applied to both images, pixels")
     tolerance_px: int = Field(3, ge=0, le=6, description="misregistration tolerated per pixel "
                               "(neighbourhood radius, pixels): real pairs of other dates differ "
-                              "locally by 1-2 m (lean, relief); 3 px measured best on the Airbus "
-                              "pairs (benchmarks/accuracy.py)")
+                              "locally by 1-2 m (lean, relief); 3 px is what the Airbus pairs "
+                              "were measured with (docs/accuracy-log.md)")
     threshold_sigma: float = Field(5.0, gt=0, description="seed threshold, in noise standard deviations")
     low_threshold_sigma: float = Field(3.0, gt=0, description="seeds grow into pixels above this "
                                        "(noise standard deviations), up to grow_m far")

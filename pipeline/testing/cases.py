@@ -12,6 +12,8 @@ import functools
 import json
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,6 +166,21 @@ def parse_box(geometry: str, label: str) -> Box:
     return box
 
 
+@contextmanager
+def _csv_rows(path: Path, kind: str, contents: str) -> Iterator[csv.DictReader]:
+    """The rows of a CSV file, its failures as one error naming it: ``{kind} file not found``
+    or ``cannot read {contents} (...)``."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            yield csv.DictReader(fh)
+    except FileNotFoundError:
+        raise UnreadableInputError(f"{path}: {kind} file not found", path=path) from None
+    except OSError as err:
+        raise UnreadableInputError(f"{path}: cannot read {contents} ({err})", path=path) from None
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise InputError(f"{path}: cannot read {contents} ({err})", path=path) from None
+
+
 def load_annotations(csv_path: str | Path) -> dict[str, list[Box]]:
     """Boxes per image from a CSV with columns ``image_id``, ``geometry`` and ``class``.
 
@@ -180,31 +197,23 @@ def load_annotations(csv_path: str | Path) -> dict[str, list[Box]]:
         number; the error's ``path`` the file).
     """
     path = Path(csv_path)
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            missing = {"image_id", "geometry", "class"} - set(reader.fieldnames or [])
-            if missing:
-                raise InputError(f"{path}: missing column(s) {', '.join(sorted(missing))}",
-                                 path=path)
-            boxes: dict[str, list[Box]] = {}
-            for row in reader:
-                image, geometry, label = row.get("image_id"), row.get("geometry"), row.get("class")
-                if not image or not geometry or not label:
-                    raise InputError(f"{path}: row at line {reader.line_num}: empty image_id, "
-                                     "geometry or class", path=path)
-                try:
-                    box = parse_box(geometry, label.strip())
-                except ValueError as err:
-                    raise InputError(f"{path}: row at line {reader.line_num}: {err}",
-                                     path=path) from None
-                boxes.setdefault(image.strip(), []).append(box)
-    except FileNotFoundError:
-        raise UnreadableInputError(f"{path}: annotation file not found", path=path) from None
-    except OSError as err:
-        raise UnreadableInputError(f"{path}: cannot read annotations ({err})", path=path) from None
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise InputError(f"{path}: cannot read annotations ({err})", path=path) from None
+    with _csv_rows(path, "annotation", "annotations") as reader:
+        missing = {"image_id", "geometry", "class"} - set(reader.fieldnames or [])
+        if missing:
+            raise InputError(f"{path}: missing column(s) {', '.join(sorted(missing))}",
+                             path=path)
+        boxes: dict[str, list[Box]] = {}
+        for row in reader:
+            image, geometry, label = row.get("image_id"), row.get("geometry"), row.get("class")
+            if not image or not geometry or not label:
+                raise InputError(f"{path}: row at line {reader.line_num}: empty image_id, "
+                                 "geometry or class", path=path)
+            try:
+                box = parse_box(geometry, label.strip())
+            except ValueError as err:
+                raise InputError(f"{path}: row at line {reader.line_num}: {err}",
+                                 path=path) from None
+            boxes.setdefault(image.strip(), []).append(box)
     return boxes
 
 
@@ -589,20 +598,13 @@ def airbus_cases(dataset_dir: str | Path) -> list[Case]:
     annotated = set(load_annotations(root / "annotations.csv"))
     groups: dict[str, list[Path]] = {}
     path = root / "derived_groups.csv"
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                if not row.get("group") or not row.get("file"):
-                    raise InputError(f"{path}: a row lacks group or file", path=path)
-                image = root / row["file"]
-                if image.name in annotated:
-                    groups.setdefault(row["group"], []).append(image)
-    except FileNotFoundError:
-        raise UnreadableInputError(f"{path}: group file not found", path=path) from None
-    except OSError as err:
-        raise UnreadableInputError(f"{path}: cannot read the groups ({err})", path=path) from None
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise InputError(f"{path}: cannot read the groups ({err})", path=path) from None
+    with _csv_rows(path, "group", "the groups") as reader:
+        for row in reader:
+            if not row.get("group") or not row.get("file"):
+                raise InputError(f"{path}: a row lacks group or file", path=path)
+            image = root / row["file"]
+            if image.name in annotated:
+                groups.setdefault(row["group"], []).append(image)
     cases = []
     for group, images in groups.items():
         for i, before in enumerate(images):
