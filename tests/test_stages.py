@@ -201,6 +201,7 @@ def _reordered(src, dst, order, colours):
     return dst
 
 
+@pytest.mark.slow
 def test_blue_green_red_files_are_compared_as_red_green_blue(sample_pair, tmp_path):
     """The shadow test takes the third compared band as blue: a file storing blue first is
     read by its colour interpretation, and pairs of differently ordered files match colours."""
