@@ -156,7 +156,6 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
 
 def _run_pair_into(out: Path, before, after, config: Config, run: _Run) -> PairResult:
     """:func:`run_pair`'s work, every output written into the folder ``out``."""
-
     watch = run.watch
     cv2.setNumThreads(run.threads)
     with rasterio.Env(GDAL_NUM_THREADS=str(run.threads), GDAL_CACHEMAX=GDAL_CACHE_BYTES), \
