@@ -327,14 +327,10 @@ def export(net, args, samples, train_sites, held, steps: int) -> None:
 # --- evaluation (onnxruntime, as the package runs it) ----------------------------------------
 
 def detect_image(session, rgb: np.ndarray, threshold: float) -> np.ndarray:
-    """(N, 5) x0, y0, x1, y1, score of the aircraft in one image."""
-    from pipeline.detect.aircraft import decode
+    """(N, 5) x0, y0, x1, y1, score of the aircraft in one image, as the package runs it."""
+    from pipeline.detect.aircraft import AircraftDetector
 
-    h, w = rgb.shape[:2]
-    ph, pw = -h % 16, -w % 16
-    x = np.pad(to_input(rgb), ((0, 0), (0, ph), (0, pw)))[None]
-    maps = session.run(None, {"image": x})[0][0]
-    return decode(maps, threshold=threshold, stride=STRIDE)
+    return AircraftDetector(session, STRIDE, threshold, {}).detect(rgb)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
