@@ -217,6 +217,29 @@ class VerifierConfig(_Strict):
                               "(pipeline/detect/verifier_model.json)")
 
 
+class DetectorConfig(_Strict):
+    """The per-image aircraft detector (:mod:`pipeline.detect.aircraft`) and its fusion with the
+    difference (:mod:`pipeline.detect.fusion`): an aircraft one image shows and the other does
+    not is a candidate too, and every aircraft candidate is weighed with the detector's score at
+    its place in each image. Off: the difference alone, and a verifier that reads the
+    detector's evidence is not used either (the classical path)."""
+
+    enabled: bool = Field(True, description="false: the difference alone (and the classical "
+                          "rules, when the verifier reads the detector's evidence)")
+    model: str | None = Field(None, description="ONNX model; null = the one in the package "
+                              "(pipeline/detect/aircraft_detector.onnx)")
+    resolution_m: float = Field(1.0, gt=0, description="pixel size the images are resampled to "
+                                "for the detector (it was trained and measured best at about 1 m)")
+    threshold: float | None = Field(None, gt=0, lt=1, description="least score of a sighting "
+                                    "that makes a candidate; null = the model's own")
+    partner_share: float = Field(0.5, gt=0, le=1, description="a sighting in the other image "
+                                 "scoring at least this share of the threshold, near enough and "
+                                 "of a like size, is the same aircraft (no candidate)")
+    size_tolerance: float = Field(0.25, ge=0, description="two sightings whose box sides differ "
+                                  "by more than this share are different aircraft (one replaced "
+                                  "by another on the same stand)")
+
+
 class SplitConfig(_Strict):
     """Cutting a blob that joins several objects at narrow necks (:func:`pipeline.detect.blobs.split_at_necks`):
     aircraft parked wingtip to wingtip, or an aircraft and its neighbour's moved shadow."""
@@ -280,6 +303,7 @@ class Config(_Strict):
     min_overlap: float = Field(0.05, ge=0, le=1, description="least share of BEFORE covered by valid AFTER")
     moves: MovesConfig = MovesConfig()
     verifier: VerifierConfig = VerifierConfig()
+    detector: DetectorConfig = DetectorConfig()
     split: SplitConfig = SplitConfig()
     processing: ProcessingConfig = ProcessingConfig()
     output: OutputConfig = OutputConfig()

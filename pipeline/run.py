@@ -30,7 +30,15 @@ from .change.radiometry import Radiometry
 from .config import Config
 from .coreg.register import Registration, matching_windows, measure_shift, register
 from .coreg.shift import Shift
-from .detect.candidates import Rules, blob_margin_px, block_candidates, may_hold_blobs
+from .detect import fusion
+from .detect.aircraft import AircraftDetector, load_detector
+from .detect.candidates import (
+    Rules,
+    blob_margin_px,
+    block_candidates,
+    may_hold_blobs,
+    sighting_candidates,
+)
 from .detect.classify import Detection
 from .detect.judge import Judge, judge, settle
 from .io import export
@@ -71,6 +79,7 @@ class _Run:
     allow_unregistered: bool
     progress: Progress | None
     judge: Judge
+    detector: AircraftDetector | None
     threads: int
     watch: Stopwatch
 
@@ -139,13 +148,16 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
     ------
     InputError, RegistrationError, OutputError
     ConfigError
-        ``verifier.model`` names a file that is no usable model (checked before any work).
+        ``verifier.model`` or ``detector.model`` names a file that is no usable model (checked
+        before any work).
     """
     config = config or Config()
     threads = config.processing.threads or os.cpu_count() or 1
-    # a bad model file fails before any work or output
+    # a bad model file fails before any work or output; the detector runs one thread per
+    # block, the blocks in parallel
+    detector = load_detector(config.detector.model, threads=1) if config.detector.enabled else None
     run = _Run(allow_unregistered, progress, Judge.from_config(config, recorder=recorder),
-               threads, Stopwatch())
+               detector, threads, Stopwatch())
     out = rio.ensure_output_dir(out_dir)
     with rio.staged_outputs(out) as stage:
         result = _run_pair_into(stage, before, after, config, run)
@@ -223,12 +235,18 @@ def _detect(passes: _Passes, mask_path: Path, overview) -> list[Detection]:
     pass2 = list(rio.block_windows(grid.width, grid.height, block,
                                    blob_margin_px(config, grid.mean_res_m)))
     writer = rio.MaskWriter(mask_path, grid)
+    sighter = _sighter(passes)
     try:
-        changed = _mask_pass(passes, pass1, writer, overview, total=len(pass1) + len(pass2))
+        changed = _mask_pass(passes, pass1, writer, overview, sighter,
+                             total=len(pass1) + len(pass2))
         writer.flush()
-        # pass 2 only where a blob can start: most of a large real scene holds no change
-        busy = [item for item in pass2 if may_hold_blobs(item, changed, block)]
-        detections = _find_pass(passes, busy, writer, done=len(pass1) + len(pass2) - len(busy))
+        sightings, seen = _sightings(passes, sighter, pass2)
+        # pass 2 only where a blob can start or a sighting lies: most of a large real scene
+        # holds no change
+        busy = [item for item in pass2
+                if may_hold_blobs(item, changed, block) or _core_key(item[0]) in seen]
+        detections = _find_pass(passes, busy, writer, (sightings, seen),
+                                done=len(pass1) + len(pass2) - len(busy))
         with passes.run.watch.stage("write_mask"):
             writer.close()
     except BaseException:
@@ -237,15 +255,48 @@ def _detect(passes: _Passes, mask_path: Path, overview) -> list[Detection]:
     return detections
 
 
-def _mask_pass(passes: _Passes, blocks: list, writer, overview, *, total: int
+def _core_key(core) -> tuple[int, int]:
+    return int(core.row_off), int(core.col_off)
+
+
+def _sighter(passes: _Passes) -> fusion.Sighter | None:
+    """The detector's sighter for pass 1, when the detector is on and its evidence is used."""
+    scene, run = passes.scene, passes.run
+    if run.detector is None or not run.judge.sights:
+        return None
+    levels = (fusion.input_levels(scene.b_ds, scene.b_bands, scene.nodata),
+              fusion.input_levels(scene.a_ds, scene.a_bands, scene.nodata))
+    return fusion.Sighter(run.detector, scene.grid.mean_res_m,
+                          passes.config.detector.resolution_m, levels)
+
+
+def _sightings(passes: _Passes, sighter: fusion.Sighter | None, blocks: list):
+    """The scene's sightings and the unpartnered ones by the pass-2 core holding their centre."""
+    if sighter is None:
+        return None, {}
+    d = passes.config.detector
+    sightings = sighter.sightings(threshold=d.threshold, partner_share=d.partner_share,
+                                  size_tolerance=d.size_tolerance)
+    block = passes.config.processing.block_px
+    seen: dict[tuple[int, int], list] = {}
+    for s in sightings.unpartnered():
+        col, row = s.centre
+        seen.setdefault((int(row) // block * block, int(col) // block * block), []).append(s)
+    log.info("detector: %d sightings in BEFORE, %d in AFTER, %d without a partner",
+             len(sightings.before), len(sightings.after), sum(map(len, seen.values())))
+    return sightings, seen
+
+
+def _mask_pass(passes: _Passes, blocks: list, writer, overview, sighter, *, total: int
                ) -> set[tuple[int, int]]:
-    """Pass 1: each block's change mask written; the (row, col) offsets of the cores with a
-    pixel of change returned."""
+    """Pass 1: each block's change mask written (and the detector's sightings made); the
+    (row, col) offsets of the cores with a pixel of change returned."""
     def job(windows, readers):
         return mask_block(readers, windows, scene=passes.scene, noise=passes.noise,
                           config=passes.config, watch=passes.run.watch,
                           observe=lambda core, *parts: overview.add(
-                              int(core.col_off), int(core.row_off), *parts))
+                              int(core.col_off), int(core.row_off), *parts),
+                          sight=sighter and sighter.sight)
 
     changed: set[tuple[int, int]] = set()
     pool = passes.pool()
@@ -257,16 +308,24 @@ def _mask_pass(passes: _Passes, blocks: list, writer, overview, *, total: int
     return changed
 
 
-def _find_pass(passes: _Passes, blocks: list, writer, *, done: int) -> list[Detection]:
-    """Pass 2: the detections of the blocks that may hold a blob, in block order."""
+def _find_pass(passes: _Passes, blocks: list, writer, sighted, *, done: int
+               ) -> list[Detection]:
+    """Pass 2: the detections of the blocks that may hold a blob or an unpartnered sighting
+    (``sighted``: the :class:`~pipeline.detect.fusion.Sightings` and those by core), in block
+    order."""
     scene, run = passes.scene, passes.run
+    sightings, seen = sighted
     rules = Rules.from_config(passes.config, scene.grid, judging=run.judge.judging)
 
     def job(windows, readers):
         with run.watch.stage("blobs"):
-            return [det for found in block_candidates(readers, windows, scene=scene,
-                                                      noise=passes.noise, rules=rules)
-                    for det in judge(found, run.judge)]
+            found = list(block_candidates(readers, windows, scene=scene, noise=passes.noise,
+                                          rules=rules))
+        with run.watch.stage("sightings"):
+            found += sighting_candidates(readers, seen.get(_core_key(windows[0]), []),
+                                         scene=scene, noise=passes.noise, rules=rules)
+        return [det for f in found for det in judge(fusion.with_sightings(f, sightings),
+                                                     run.judge)]
 
     found_in: dict[tuple[int, int], list[Detection]] = {}
     pool = passes.pool(writer)

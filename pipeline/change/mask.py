@@ -21,11 +21,16 @@ from .radiometry import comparable, normalise
 #: called with each block's core as read: (core window, before, before valid, after, after
 #: valid), e.g. to paste it into the report's overview pictures
 BlockObserver = Callable[[Window, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
+#: called with each block as read, margin and all: ((core, padded) windows, before, before
+#: valid, after, after valid), e.g. to run the aircraft detector on it
+BlockSighter = Callable[[tuple[Window, Window], np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                        None]
 
 
 def mask_block(readers: tuple, windows: tuple[Window, Window], *, scene: Scene,
                noise: NoiseModel, config: Config, watch: Stopwatch,
-               observe: BlockObserver | None = None) -> np.ndarray:
+               observe: BlockObserver | None = None,
+               sight: BlockSighter | None = None) -> np.ndarray:
     """The cleaned change mask of one block's core: 0/1, 255 (nodata) where invalid.
 
     Parameters
@@ -40,6 +45,8 @@ def mask_block(readers: tuple, windows: tuple[Window, Window], *, scene: Scene,
         Adds up the time spent reading and differencing.
     observe : callable, optional
         Sees each block's core as read (:data:`BlockObserver`).
+    sight : callable, optional
+        Sees each block as read, margin and all (:data:`BlockSighter`): the aircraft detector.
     """
     core, padded = windows
     with watch.stage("read"):
@@ -50,6 +57,9 @@ def mask_block(readers: tuple, windows: tuple[Window, Window], *, scene: Scene,
     if observe is not None:
         with watch.stage("report_images"):
             observe(core, b[(slice(None),) + sl], vb[sl], a[(slice(None),) + sl], va[sl])
+    if sight is not None:
+        with watch.stage("detector"):
+            sight(windows, b, vb, a, va)
     with watch.stage("difference"):
         valid = vb & va
         b, a = comparable(b, a)

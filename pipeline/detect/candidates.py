@@ -45,6 +45,7 @@ class Candidate:
     classical: bool
     features: np.ndarray | None
     rule: str | None
+    source: str = "difference"  # or "detector": an aircraft one image shows, the other not
 
 
 def blob_margin_px(config: Config, res_m: float) -> int:
@@ -128,26 +129,43 @@ def read_chip(blob: Blob, labels: np.ndarray, padded: Window, sources: tuple, *,
               noise: NoiseModel, rules: Rules) -> Chip:
     """The :class:`Chip` around ``blob`` (found in ``labels`` of the block read in ``padded``);
     ``sources``: (BEFORE, AFTER on the grid, mask reader)."""
-    *readers, mask_reader = sources
-    d = rules.difference
     c0, r0, c1, r1 = blob.bbox_px
-    pad = rules.pad_px
-    full = Window(0, 0, scene.grid.width, scene.grid.height)
-    chip = Window(c0 - pad, r0 - pad, c1 - c0 + 2 * pad, r1 - r0 + 2 * pad).intersection(full)
+    chip = chip_window(blob.bbox_px, scene, rules)
     # one pixel of the blob, to find it again among the chip's components
     ys, xs = np.nonzero(labels[r0 - int(padded.row_off):r1 - int(padded.row_off),
                                c0 - int(padded.col_off):c1 - int(padded.col_off)] == blob.label)
     seed = (int(ys[0] + r0 - chip.row_off), int(xs[0] + c0 - chip.col_off))
+    return read_chip_at(chip, sources, lambda mask: _component(mask == 1, seed), scene=scene,
+                        noise=noise, rules=rules)
+
+
+def _component(pixels: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
+    _, labels = cv2.connectedComponents(pixels.astype(np.uint8), connectivity=8)
+    return labels == labels[seed]
+
+
+def chip_window(bbox_px: tuple[int, int, int, int], scene: Scene, rules: Rules) -> Window:
+    """The chip read around a region's bounding box (col0, row0, col1, row1), on the grid."""
+    c0, r0, c1, r1 = bbox_px
+    pad = rules.pad_px
+    full = Window(0, 0, scene.grid.width, scene.grid.height)
+    return Window(c0 - pad, r0 - pad, c1 - c0 + 2 * pad, r1 - r0 + 2 * pad).intersection(full)
+
+
+def read_chip_at(chip: Window, sources: tuple, inside_of, *, scene: Scene, noise: NoiseModel,
+                 rules: Rules) -> Chip:
+    """The :class:`Chip` read in the window ``chip``, its ``inside`` given by
+    ``inside_of(chip mask)``; ``sources``: (BEFORE, AFTER on the grid, mask reader)."""
+    *readers, mask_reader = sources
+    d = rules.difference
     chip_mask = mask_reader.read(chip)
-    _, chip_labels = cv2.connectedComponents((chip_mask == 1).astype(np.uint8), connectivity=8)
-    inside = chip_labels == chip_labels[seed]
     b, vb, a, va = scene.read(readers, chip)
     b, a = comparable(b, a)
     a = normalise(a, noise.radiometry, chip)
     score = change_score(b, a, vb & va, noise.unit, smoothing_px=d.smoothing_px,
                          tolerance_px=d.tolerance_px)
     gain = local_noise_gain(b, a, vb & va & (chip_mask == 0), noise.unit, d.smoothing_px)
-    return Chip(chip, chip_mask, inside, b, a, vb & va, score, gain)
+    return Chip(chip, chip_mask, inside_of(chip_mask), b, a, vb & va, score, gain)
 
 
 def _candidate(chip: Chip, region_blob: Blob, region: np.ndarray, rules: Rules, *,
@@ -299,3 +317,64 @@ def block_candidates(sources: tuple, windows: tuple[Window, Window], *, scene: S
         if _considered(blob, rules):
             chip = read_chip(blob, labels, padded, sources, scene=scene, noise=noise, rules=rules)
             yield blob_candidates(chip, blob, rules)
+
+
+def _seen_object(chip: Chip, in_box: np.ndarray, holding: np.ndarray, rules: Rules
+                 ) -> np.ndarray | None:
+    """The aircraft inside a sighting's box as the image that holds it shows it: what stands
+    out of the ground around the box, or changed, in the piece(s) reaching the box's middle
+    half; the ellipse the box holds when that is under a tenth of it. None without ground
+    around the box."""
+    ring = chip.ring(in_box, rules.ring_px)
+    if ring.sum() < 8:
+        return None
+    seen = (stands_out(holding.mean(axis=0), ring, relative=0.05) | (chip.mask == 1)) & in_box
+    seen = cv2.morphologyEx(seen.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    ys, xs = np.nonzero(in_box)
+    r0, r1, c0, c1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    middle = np.zeros_like(in_box)
+    middle[r0 + (r1 - r0) // 4:r1 - (r1 - r0) // 4, c0 + (c1 - c0) // 4:c1 - (c1 - c0) // 4] = True
+    _, labels = cv2.connectedComponents(seen, connectivity=8)
+    keep = np.unique(labels[middle & (labels > 0)])
+    region = np.isin(labels, keep[keep > 0])
+    if region.sum() < 0.1 * in_box.sum():
+        region = np.zeros_like(in_box, np.uint8)
+        cv2.ellipse(region, ((c0 + c1 - 1) / 2, (r0 + r1 - 1) / 2), (c1 - c0, r1 - r0), 0,
+                    0, 360, 1, -1)
+        region = region.astype(bool) & in_box
+    return region
+
+
+def sighting_candidates(sources: tuple, sightings: list, *, scene: Scene, noise: NoiseModel,
+                        rules: Rules) -> Iterator[list[Candidate]]:
+    """Candidates from the detector: each aircraft one image shows and the other does not
+    (:class:`pipeline.detect.fusion.Sighting`), measured as that image shows it inside its box
+    and classified as an aircraft, its change the sighting's; for the verifier alone to judge.
+    Sightings on nodata or with no ground around them give none."""
+    aircraft = [c for c in rules.classes if c.category == "aircraft"]
+    for s in sightings:
+        x0, y0, x1, y1 = (int(round(v)) for v in s.box[:4])
+        chip = read_chip_at(chip_window((x0, y0, x1, y1), scene, rules), sources,
+                            lambda mask: np.zeros(mask.shape, bool), scene=scene, noise=noise,
+                            rules=rules)
+        c0, r0 = chip.offset
+        in_box = np.zeros(chip.mask.shape, bool)
+        in_box[max(y0 - r0, 0):max(y1 - r0, 0), max(x0 - c0, 0):max(x1 - c0, 0)] = True
+        if in_box.sum() < 16 or chip.valid[in_box].mean() < 0.9:
+            continue
+        holding = chip.after if s.change == "appeared" else chip.before
+        region = _seen_object(chip, in_box, holding, rules)
+        if region is None or region.sum() < rules.difference.min_pixels:
+            continue
+        found = replace(measure(region, chip.offset, rules.res_m, score=chip.score),
+                        label=-1)
+        ring = chip.ring(region, rules.ring_px)
+        det = classify_blob(found, chip.before, chip.after, region, ring, aircraft,
+                            res_m=rules.res_m, chip_offset_px=chip.offset, rules=False)
+        if det is None:
+            continue
+        det = replace(det, change=s.change)
+        x = verifier.candidate_features(found, det, chip.before, chip.after, region, ring,
+                                        score=chip.score, gain=chip.gain, res_m=rules.res_m,
+                                        blob_sigma=rules.difference.blob_sigma)
+        yield [Candidate(det, False, x, None, source="detector")]

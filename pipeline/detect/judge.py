@@ -42,6 +42,11 @@ class Judge:
         classical rule would drop them)."""
         return self.model is not None or self.recorder is not None
 
+    @property
+    def sights(self) -> bool:
+        """Whether the detector's evidence is wanted: recorded, or read by the verifier."""
+        return self.recorder is not None or (self.model is not None and self.model.uses_detector)
+
     @classmethod
     def from_config(cls, config: Config, *, recorder: list | None = None) -> Judge:
         """The verifier of ``config`` (loaded through its checked loader), or a recorder."""
@@ -49,6 +54,8 @@ class Judge:
         if recorder is not None or not v.enabled:
             return cls(recorder=recorder)
         model = verifier.load_verifier(v.model)
+        if model.uses_detector and not config.detector.enabled:
+            return cls()  # a verifier of the detector's evidence, without it: the classical path
         return cls(model, v.threshold if v.threshold is not None else model.threshold)
 
 

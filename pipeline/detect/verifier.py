@@ -39,6 +39,7 @@ from ..change.difference import robust_sigma
 from ..errors import ConfigError
 from .blobs import Blob, pixel_corners
 from .classify import Detection, object_pixels, shadow_share, stands_out, static_share
+from .fusion import DETECTOR_FEATURES
 
 MODEL_PATH = Path(__file__).with_name("verifier_model.json")
 
@@ -62,6 +63,7 @@ FEATURES = (
     *(f"{m}_{f}" for m in ("obj", "sil") for f in SHAPE_FEATURES),
     "match_other", "match_shift", "match_same", "grown", "log_grown_ratio", "grown_other_share",
     "hold_signed", "other_signed", "signed_agreement",
+    *DETECTOR_FEATURES,
     *BLOB_FEATURES,
 )
 # the classical rules (:func:`pipeline.detect.classify.classical_rule`) a candidate breaks, as features
@@ -212,8 +214,9 @@ def candidate_features(raw: Blob, det: Detection, before: np.ndarray, after: np.
                        rule: str | None = None, shown_from: np.ndarray | None = None
                        ) -> np.ndarray:
     """The verifier's features of one classified candidate, in :data:`FEATURES` order, less the
-    last (:data:`BLOB_FEATURES`), which :func:`blob_context` adds once all the candidates of its
-    blob are made.
+    detector's (:data:`~pipeline.detect.fusion.DETECTOR_FEATURES`, added by
+    :func:`pipeline.detect.fusion.with_sightings`) and the last (:data:`BLOB_FEATURES`), which
+    :func:`blob_context` adds once all the candidates of its blob are made.
 
     ``raw`` is the blob as found (its score filled in), ``det`` its detection (the object
     measured without shadow and fringe); the chips, masks and score are those given to
@@ -280,9 +283,14 @@ class Verifier:
     def __init__(self, model: dict):
         if model.get("kind") != "trees":
             raise ValueError("verifier model: unknown kind (retrain with benchmarks/verifier.py)")
-        if list(model["features"]) != list(FEATURES):
+        names = list(model["features"])
+        if not set(names) <= set(FEATURES) or names != [f for f in FEATURES if f in names]:
             raise ValueError("verifier model: its features are not this version's "
                              "(retrain with benchmarks/verifier.py)")
+        #: the columns of a :data:`FEATURES` vector the model reads (a model trained without
+        #: the detector's evidence reads none of :data:`DETECTOR_FEATURES`)
+        self.columns = [FEATURES.index(f) for f in names]
+        self.uses_detector = any(f in names for f in DETECTOR_FEATURES)
         self.baseline = float(model["baseline"])
         self.threshold = float(model["threshold"])
         self.trees = [(np.asarray(t["feature"], np.intp), np.asarray(t["threshold"], np.float64),
@@ -297,8 +305,8 @@ class Verifier:
         return cls(json.loads(Path(path).read_text(encoding="utf-8")))
 
     def probability(self, x: np.ndarray) -> np.ndarray | float:
-        """P(aircraft change) of one feature vector (N,) or of rows (K, N)."""
-        rows = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        """P(aircraft change) of one :data:`FEATURES` vector (N,) or of rows (K, N)."""
+        rows = np.atleast_2d(np.asarray(x, dtype=np.float64))[:, self.columns]
         if len(rows) == 1:
             row = rows[0].tolist()
             raw1 = self.baseline
