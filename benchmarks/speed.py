@@ -9,6 +9,11 @@ against the truth of the synthetic tiles the pair is made of (``common.large_pai
     python benchmarks/speed.py                 # 4000, 8192 and 16000 px
     python benchmarks/speed.py --sizes 30000   # add the 30000 px pair (about 5 GB of files)
     python benchmarks/speed.py --sizes 16000 --config my.yaml   # another configuration
+    python benchmarks/speed.py --sizes 16000 --detector-cost    # and with the detector off
+
+``--detector-cost`` runs each pair a second time with ``detector.enabled: false`` (the
+difference alone) and prints what the detector adds, in plain reads of the pair: the two wall
+times' difference over the plain read, all measured in the same run.
 """
 from __future__ import annotations
 
@@ -45,7 +50,11 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[4000, 8192, 16000])
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--config", help="YAML configuration passed to detect-changes")
+    ap.add_argument("--detector-cost", action="store_true",
+                    help="also run with the detector off and print what it adds")
     args = ap.parse_args()
+    if args.detector_cost and args.config:
+        sys.exit("speed: --detector-cost runs the defaults; leave out --config")
     exe = shutil.which("detect-changes") or str(Path(sys.executable).parent / "detect-changes")
     print(f"{'size':>7} {'MP':>6} {'read s':>7} {'run s':>7} {'MP/s':>6} {'ratio':>6} "
           f"{'peak MB':>8} {'detections':>10}")
@@ -66,6 +75,16 @@ def main() -> None:
         sc = score_case(large_pair_truth(size), found).score
         print(f"        aircraft against the tiles' truth: tp {sc.tp} fp {sc.fp} fn {sc.fn}, "
               f"P {sc.precision:.3f} R {sc.recall:.3f} F1 {sc.f1:.3f}", flush=True)
+        if args.detector_cost:
+            with tempfile.TemporaryDirectory() as tmp:
+                off = Path(tmp) / "off.yaml"
+                off.write_text("detector:\n  enabled: false\n")
+                wall_off, rss_off = measure([exe, str(before), str(after), "--out",
+                                             str(Path(tmp) / "out"), "-q", "--threads",
+                                             str(args.threads), "--config", str(off)])
+            print(f"        detector off: {wall_off:.2f} s ({wall_off / read_s:.2f} reads, peak "
+                  f"{rss_off:.0f} MB); the detector adds {wall - wall_off:.2f} s = "
+                  f"{(wall - wall_off) / read_s:.2f} plain reads", flush=True)
 
 
 if __name__ == "__main__":

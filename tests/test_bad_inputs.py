@@ -200,6 +200,21 @@ def _verifier_model(text):
     return build
 
 
+def _detector_model(make):
+    """A configuration naming a detector model file that ``make(path)`` writes (or not)."""
+    def build(base, tmp):
+        make(tmp / "model.onnx")
+        (tmp / "c.yaml").write_text(f"detector:\n  model: {tmp / 'model.onnx'}\n")
+        return [base[1], base[2], "--config", tmp / "c.yaml"], tmp / "model.onnx"
+    return build
+
+
+def _foreign_onnx(path):
+    """The shipped model with another kind in its metadata (same length)."""
+    from pipeline.detect.aircraft import MODEL_PATH
+    path.write_bytes(MODEL_PATH.read_bytes().replace(b"centernet-aircraft", b"centernet-aircrafX"))
+
+
 def _verifier_model_in_a_batch(base, tmp):
     args, culprit = _verifier_model("not json\n")(base, tmp)
     (tmp / "pairs.csv").write_text(f"before,after\n{base[1]},{base[2]}\n")
@@ -249,6 +264,11 @@ CASES = {
                         '"threshold": 0.5, "trees": []}'), 2, ["features", "retrain"]),
     "verifier-model-not-json": (_verifier_model("not json\n"), 2, ["not valid JSON"]),
     "verifier-model-in-a-batch": (_verifier_model_in_a_batch, 2, ["not valid JSON"]),
+    "detector-model-missing": (_detector_model(lambda p: None), 2, ["not found"]),
+    "detector-model-corrupt": (_detector_model(lambda p: p.write_bytes(b"\x08\x07garbage")), 2,
+                               ["not an ONNX model"]),
+    "detector-model-of-another-kind": (_detector_model(_foreign_onnx), 2,
+                                       ["not an aircraft detector"]),
     "manifest-missing-column": (_manifest("before,name\n{before},a\n"), 2,
                                 ["lacks the column", "after"]),
     "manifest-path-escapes-its-folder": (_manifest("before,after\n../../x/before.tif,{after}\n"),

@@ -284,7 +284,8 @@ class Verifier:
         if model.get("kind") != "trees":
             raise ValueError("verifier model: unknown kind (retrain with benchmarks/verifier.py)")
         names = list(model["features"])
-        if not set(names) <= set(FEATURES) or names != [f for f in FEATURES if f in names]:
+        # this version's features, or all but the detector's (a model trained without them)
+        if names not in (list(FEATURES), [f for f in FEATURES if f not in DETECTOR_FEATURES]):
             raise ValueError("verifier model: its features are not this version's "
                              "(retrain with benchmarks/verifier.py)")
         #: the columns of a :data:`FEATURES` vector the model reads (a model trained without

@@ -1,0 +1,137 @@
+"""The detector's evidence fused with the difference (pipeline.detect.fusion): which sightings
+make candidates, where they land on the grid, and the features every candidate gets."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from rasterio.windows import Window
+
+from pipeline.detect import fusion, verifier
+from pipeline.detect.fusion import Sighter, Sightings
+
+
+def _sightings(before, after, *, threshold=0.5, res_m=0.5):
+    arr = [np.asarray(x, np.float32).reshape(-1, 5) for x in (before, after)]
+    return Sightings(arr[0], arr[1], threshold, 0.5 * threshold, 0.25, res_m)
+
+
+def test_an_aircraft_in_both_images_is_no_candidate_even_towed_or_leaning():
+    # 40 x 40 px (20 m) at the same stand, 12 px (6 m) apart: towed, or a tail leaning
+    s = _sightings([[100, 100, 140, 140, 0.9]], [[112, 100, 152, 140, 0.8]])
+    assert s.unpartnered() == []
+
+
+def test_an_aircraft_gone_is_a_disappeared_candidate():
+    s = _sightings([[100, 100, 140, 140, 0.9], [300, 300, 340, 340, 0.9]],
+                   [[300, 300, 340, 340, 0.9]])
+    (only,) = s.unpartnered()
+    assert only.change == "disappeared" and only.centre == (120.0, 120.0)
+
+
+def test_a_weak_partner_still_partners_and_a_weaker_one_does_not():
+    # threshold 0.5: a partner from 0.25 up is the same aircraft, seen less clearly
+    assert _sightings([[0, 0, 40, 40, 0.9]], [[0, 0, 40, 40, 0.3]]).unpartnered() == []
+    (only,) = _sightings([[0, 0, 40, 40, 0.9]], [[0, 0, 40, 40, 0.2]]).unpartnered()
+    assert only.change == "disappeared"
+
+
+def test_an_aircraft_replaced_by_another_size_on_its_stand_is_both_changes():
+    # a 20 m jet replaced by a 35 m airliner, centred on the same stand
+    s = _sightings([[100, 100, 140, 140, 0.9]], [[85, 85, 155, 155, 0.9]])
+    assert sorted(x.change for x in s.unpartnered()) == ["appeared", "disappeared"]
+
+
+def test_the_evidence_at_a_place_is_the_best_score_near_it_in_each_image():
+    s = _sightings([[100, 100, 140, 140, 0.9]], [[104, 100, 144, 140, 0.3], [600, 600, 640, 640, 1.0]])
+    hold, other, margin, size = s.evidence((120.0, 120.0), 20.0, "disappeared")
+    assert (hold, other) == (pytest.approx(0.9), pytest.approx(0.3))
+    assert margin == pytest.approx(0.6)
+    assert size == pytest.approx(0.0, abs=1e-6)  # a 40 px box at 0.5 m is the 20 m length
+    assert s.evidence((120.0, 120.0), 20.0, "appeared")[:2] == [pytest.approx(0.3),
+                                                               pytest.approx(0.9)]
+    assert s.evidence((1000.0, 1000.0), 20.0, "appeared") == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_with_sightings_appends_the_detector_features_or_nan_without_them():
+    from pipeline.detect.blobs import Blob
+    from pipeline.detect.candidates import Candidate
+    from pipeline.detect.classify import Detection
+    blob = Blob((0, 0, 40, 40), 1600, (120.0, 120.0), ((0, 0),) * 4, 20.0, 20.0, 400.0, 0.0,
+                5.0, 9.0)
+    det = Detection(blob, "combat-jet", "aircraft", "disappeared", 5.0, 1.0, 10.0, 1.0)
+    found = [Candidate(det, False, np.zeros(3), None, source="detector"),
+             Candidate(det, True, None, None)]
+    s = _sightings([[100, 100, 140, 140, 0.9]], [])
+    got = fusion.with_sightings(found, s)
+    assert got[0].features.tolist() == [0, 0, 0, pytest.approx(0.9), 0.0, pytest.approx(0.9),
+                                        pytest.approx(0.0, abs=1e-6), 1.0]
+    assert got[1].features is None  # not judged: left alone
+    assert np.isnan(fusion.with_sightings(found, None)[0].features[3:]).all()
+
+
+class _FakeDetector:
+    """Sees one 20 x 20 px box around the brightest pixel of the picture it is given."""
+
+    threshold = 0.5
+
+    def __init__(self):
+        self.sizes = []
+
+    def detect(self, rgb, *, threshold=None):
+        self.sizes.append(rgb.shape[:2])
+        y, x = np.unravel_index(int(np.argmax(rgb.sum(axis=2))), rgb.shape[:2])
+        return np.array([[x - 10, y - 10, x + 10, y + 10, 0.9]], np.float32)
+
+
+def test_sighter_resamples_to_the_detector_resolution_and_keeps_the_core_on_the_grid():
+    det = _FakeDetector()
+    sighter = Sighter(det, res_m=0.5, resolution_m=1.0, levels=(None, None))
+    core, padded = Window(1000, 2000, 200, 200), Window(900, 1900, 400, 400)
+    b = np.zeros((3, 400, 400), np.uint8)
+    a = np.zeros((3, 400, 400), np.uint8)
+    b[:, 150:154, 250:254] = 255  # in the core: grid (1151.5, 2051.5)
+    a[:, 20:24, 20:24] = 255      # in the margin: another block's
+    ok = np.ones((400, 400), bool)
+    sighter.sight((core, padded), b, ok, a, ok)
+    assert det.sizes == [(200, 200), (200, 200)]  # 0.5 m pixels seen at 1 m
+    s = sighter.sightings(threshold=None, partner_share=0.5, size_tolerance=0.25)
+    assert len(s.after) == 0 and len(s.before) == 1
+    cx, cy = (s.before[0, 0] + s.before[0, 2]) / 2, (s.before[0, 1] + s.before[0, 3]) / 2
+    assert abs(cx - 1152) <= 2 and abs(cy - 2052) <= 2
+    assert s.before[0, 2] - s.before[0, 0] == pytest.approx(40)  # 20 detector px = 40 grid px
+
+
+def test_input_levels_stretch_other_than_8_bit_data(tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+    path = tmp_path / "u16.tif"
+    rng = np.random.default_rng(0)
+    data = rng.integers(1000, 3000, size=(3, 64, 64), dtype=np.uint16)
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint16",
+                       crs="EPSG:32636", transform=from_origin(0, 64, 1, 1)) as ds:
+        ds.write(data)
+    with rasterio.open(path) as ds:
+        lo, hi = fusion.input_levels(ds, [1, 2, 3], None)
+    assert np.all(lo >= 1000) and np.all(lo < 1050) and np.all(hi > 2950) and np.all(hi <= 3000)
+    pic = fusion.detector_picture(data.astype(np.float32), np.ones((64, 64), bool), (lo, hi),
+                                  (64, 64))
+    assert pic.shape == (64, 64, 3) and pic.min() == 0.0 and pic.max() == 255.0
+
+
+def test_a_verifier_reads_its_own_features_by_name():
+    names = [f for f in verifier.FEATURES if f not in fusion.DETECTOR_FEATURES]
+    k = verifier.FEATURES.index("log_blob_length")
+    tree = {"feature": [names.index("log_blob_length"), 0, 0], "threshold": [1.0, 0, 0],
+            "left": [1, 0, 0], "right": [2, 0, 0], "leaf": [False, True, True],
+            "value": [0.0, -5.0, 5.0]}
+    model = verifier.Verifier({"kind": "trees", "features": names, "baseline": 0.0,
+                               "threshold": 0.5, "trees": [tree]})
+    assert not model.uses_detector
+    x = np.full(len(verifier.FEATURES), math.nan)
+    x[k] = 2.0  # long: right, +5, whatever the detector's (NaN) columns hold
+    assert model.probability(x) == pytest.approx(1 / (1 + math.exp(-5)))
+    with pytest.raises(ValueError, match="not this version"):
+        verifier.Verifier({"kind": "trees", "features": names[:-1], "baseline": 0.0,
+                           "threshold": 0.5, "trees": []})
