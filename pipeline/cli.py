@@ -203,18 +203,33 @@ def _run_batch(manifest, series, out_dir, config, *, quiet, **options) -> None:
 @click.option("--max-distance-m", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, help="Largest centroid distance of a match, metres (or a quarter "
               "of the truth object's length when that is larger).")
-def eval_main(truth, detections, max_distance_m):
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Also write both tables to this JSON file.")
+def eval_main(truth, detections, max_distance_m, json_path):
     """Score DETECTIONS (GeoJSON) against TRUTH (GeoJSON, same schema).
 
-    Prints precision, recall and F1 per category and change; features match one to one by the
-    distance between their centroids, within the same category and change.
+    Prints which class each matched truth object was detected as (a confusion table, with
+    precision and recall of each class over the matched pairs), then precision, recall and F1
+    per category and change; features match one to one by the distance between their
+    centroids, within the same category and change (for the classes: the same change).
     """
-    from .evaluate import evaluate, format_table, load_features
+    import json
+
+    from .evaluate import (class_confusion, evaluate, format_confusion, format_table,
+                           load_features, scores_as_dict)
+    from .io.outputs import write_text_atomic
 
     try:
-        scores = evaluate(load_features(truth), load_features(detections), max_distance_m)
+        truth_features, found = load_features(truth), load_features(detections)
+        scores = evaluate(truth_features, found, max_distance_m)
+        confusion = class_confusion(truth_features, found, max_distance_m)
+        if json_path is not None:
+            write_text_atomic(json_path, json.dumps(scores_as_dict(scores, confusion), indent=1))
     except PipelineError as err:
         _fail(err.line(), False)
+    except OSError as err:
+        _fail(f"{json_path}: cannot be written ({err.strerror or err})", False)
+    click.echo(format_confusion(confusion) + "\n")
     click.echo(format_table(scores))
 
 

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer,
+                      ValidationError, model_validator)
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 
@@ -139,9 +143,11 @@ class DifferenceConfig(_Strict):
 
 
 class FootprintClass(_Strict):
-    """A footprint class: the sizes of an object's minimum-area rectangle (length >= width). A
-    blob is reported with the most specific class that contains it (the smallest range); blobs
-    that fit none (cars, small trucks, buildings) are not reported."""
+    """A footprint class: the sizes of an object's minimum-area rectangle (length >= width). Of
+    the classes that contain a blob, one that refines another (most of its ranges lie within the
+    other's: combat-jet within light-aircraft) wins over it; of the rest, the one whose centre
+    the blob lies nearest (:func:`pipeline.detect.classify.footprint_class`). Blobs that fit
+    none (cars, small trucks, buildings) are not reported."""
 
     name: str = Field(description="unique name, reported as the detection's class")
     category: str = Field(description="reported category (aircraft, launcher...); counts are "
@@ -289,6 +295,138 @@ class Zone(_Strict):
         return self
 
 
+#: the category of a launcher-sized detection outside every launcher zone
+OUTSIDE_LAUNCHER_ZONES = "vehicle"
+
+# a ring of lon/lat vertices, degrees; a polygon is its outer ring, then its holes
+Ring = tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class ZonesFile:
+    """A GeoJSON file of lon/lat polygons, read when the configuration is validated (a bad
+    file is refused before any work); written back as its path."""
+
+    path: str
+    polygons: tuple[tuple[Ring, ...], ...]
+
+
+def _zone_error(text: str) -> PydanticCustomError:
+    return PydanticCustomError("launcher_zones", "{text}", {"text": text})
+
+
+def _lonlat_ring(points, where: str) -> Ring:
+    """``points`` as a ring of (lon, lat) floats, refused unless each is a position in degrees."""
+    try:
+        ring = tuple((float(p[0]), float(p[1])) for p in points)
+    except (TypeError, ValueError, IndexError):
+        raise _zone_error(f"{where}: a ring must be a list of [lon, lat] positions") from None
+    for lon, lat in ring:
+        if not (math.isfinite(lon) and math.isfinite(lat) and -180 <= lon <= 180
+                and -90 <= lat <= 90):
+            raise _zone_error(f"{where}: vertex [{lon}, {lat}] is not a lon/lat position in "
+                              "degrees (GeoJSON is EPSG:4326)")
+    return ring
+
+
+def _checked_polygon(rings: tuple[Ring, ...], where: str) -> tuple[Ring, ...]:
+    """``rings`` (outer ring, holes) when they outline a valid polygon, else an error."""
+    from shapely.geometry import Polygon
+
+    if not rings or len(rings[0]) < 3:
+        raise _zone_error(f"{where}: a polygon needs at least 3 vertices")
+    poly = Polygon(rings[0], rings[1:])
+    if not poly.is_valid or poly.area == 0:
+        raise _zone_error(f"{where}: not a simple polygon (self-crossing or of no area)")
+    return rings
+
+
+def _file_polygons(data: Any, where: str) -> list[tuple[Ring, ...]]:
+    """The polygons of a GeoJSON FeatureCollection, Feature, Polygon or MultiPolygon."""
+    kind = data.get("type") if isinstance(data, dict) else None
+    if kind == "FeatureCollection":
+        features = data.get("features")
+        if not isinstance(features, list):
+            raise _zone_error(f"{where}: a FeatureCollection without a list of features")
+        return [p for i, f in enumerate(features) for p in _file_polygons(f, f"{where}: feature {i}")]
+    if kind == "Feature":
+        return _file_polygons(data.get("geometry"), where)
+    if kind == "Polygon":
+        parts = [data.get("coordinates")]
+    elif kind == "MultiPolygon":
+        parts = data.get("coordinates")
+    else:
+        raise _zone_error(f"{where}: a {kind or type(data).__name__}, not a Polygon or "
+                          "MultiPolygon (nor a Feature or FeatureCollection of them)")
+    if not isinstance(parts, list) or not all(isinstance(p, list) and p for p in parts):
+        raise _zone_error(f"{where}: {kind} coordinates must be lists of rings")
+    return [_checked_polygon(tuple(_lonlat_ring(r, where) for r in p), where) for p in parts]
+
+
+def _read_zones_file(value: Any) -> Any:
+    """A path (str) as the :class:`ZonesFile` it names, read and checked now."""
+    if value is None or isinstance(value, ZonesFile):
+        return value
+    if not isinstance(value, (str, Path)):
+        raise _zone_error("must be the path of a GeoJSON file")
+    path = Path(value)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _zone_error(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise _zone_error(f"{path}: cannot be read ({getattr(err, 'strerror', None) or err})"
+                          ) from None
+    except json.JSONDecodeError as err:
+        raise _zone_error(f"{path}: not valid GeoJSON ({err.msg}, line {err.lineno})") from None
+    polygons = _file_polygons(data, str(path))
+    if not polygons:
+        raise _zone_error(f"{path}: holds no polygon")
+    return ZonesFile(str(path), tuple(polygons))
+
+
+def _inline_polygons(value: Any) -> Any:
+    """Inline outlines, each a list of [lon, lat] vertices, checked as lon/lat polygons."""
+    if not isinstance(value, (list, tuple)):
+        return value  # the type check names it
+    return [_checked_polygon((_lonlat_ring(p, f"polygon {i}"),), f"polygon {i}")[0]
+            if isinstance(p, (list, tuple)) else p for i, p in enumerate(value)]
+
+
+class LauncherZonesConfig(_Strict):
+    """Where launchers can be. At an airport every launcher-sized change is a bus, a tug or a
+    truck: with ``enabled``, a detection of the ``launcher`` category whose centre lies outside
+    every zone is reported as a ``vehicle`` (counted apart); inside one it stays a launcher.
+    Off (the default): launcher-sized detections are launchers everywhere."""
+
+    enabled: bool = Field(False, description="true: launcher-sized detections outside every "
+                          "zone below are vehicles (with no zone: all of them, e.g. a civil "
+                          "airport); false: launchers everywhere, and no zone may be given")
+    polygons_lonlat: Annotated[list[list[tuple[float, float]]], BeforeValidator(_inline_polygons)
+                               ] = Field(default_factory=list, description="launcher sites "
+                                         "given inline: outlines of [lon, lat] vertices, degrees "
+                                         "(EPSG:4326)")
+    file: Annotated[ZonesFile | None, BeforeValidator(_read_zones_file),
+                    PlainSerializer(lambda f: f and f.path, return_type=str | None)] = Field(
+        None, description="launcher sites as a GeoJSON file of Polygon or MultiPolygon "
+        "features in lon/lat (RFC 7946), e.g. drawn in QGIS; read when the configuration is "
+        "loaded, a relative path from the working directory")
+
+    @model_validator(mode="after")
+    def _zones_only_when_enabled(self):
+        if not self.enabled and (self.polygons_lonlat or self.file is not None):
+            raise _zone_error("zones are given but enabled is false (set enabled: true)")
+        return self
+
+    def polygons(self) -> list:
+        """Every zone, inline and from the file, as shapely Polygons in lon/lat."""
+        from shapely.geometry import Polygon
+
+        rings = [(tuple(p),) for p in self.polygons_lonlat]
+        rings += list(self.file.polygons) if self.file is not None else []
+        return [Polygon(r[0], r[1:]) for r in rings]
+
+
 class Config(_Strict):
     """The whole configuration: one section per stage of the pipeline, plus the footprint
     classes, the least overlap and the zones. Build it with :func:`load_config` or
@@ -300,6 +438,7 @@ class Config(_Strict):
     difference: DifferenceConfig = DifferenceConfig()
     classes: list[FootprintClass] = Field(default_factory=_default_classes, description="the "
                                           "footprint classes a blob is matched against")
+    launcher_zones: LauncherZonesConfig = LauncherZonesConfig()
     min_overlap: float = Field(0.05, ge=0, le=1, description="least share of BEFORE covered by valid AFTER")
     moves: MovesConfig = MovesConfig()
     verifier: VerifierConfig = VerifierConfig()
@@ -321,6 +460,15 @@ class Config(_Strict):
         if len(set(zones)) != len(zones):
             raise ValueError("zone names must be unique")
         return self
+
+    @property
+    def categories(self) -> list[str]:
+        """Every category a detection can have, sorted: the classes' and, with launcher zones,
+        the vehicles outside them."""
+        cats = {c.category for c in self.classes}
+        if self.launcher_zones.enabled and "launcher" in cats:
+            cats.add(OUTSIDE_LAUNCHER_ZONES)
+        return sorted(cats)
 
     @property
     def max_footprint_m(self) -> float:

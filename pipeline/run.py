@@ -39,7 +39,7 @@ from .detect.candidates import (
     may_hold_blobs,
     sighting_candidates,
 )
-from .detect.classify import Detection
+from .detect.classify import Detection, launcher_zone_categories
 from .detect.judge import Judge, judge, settle
 from .io import export
 from .io.readers import ReaderPool, stripe_px, stripes
@@ -185,6 +185,7 @@ def _run_pair_into(out: Path, before, after, config: Config, run: _Run) -> PairR
             len(scene.b_bands), len(scene.a_bands))
         detections = settle(_detect(passes, out / "change_mask.tif", overview), scene.grid.res_m,
                             config)
+        detections = launcher_zone_categories(detections, scene.grid, config.launcher_zones)
         with watch.stage("report_images"):
             shown = pictures.scene_pictures(
                 scene.b_ds, a_vrt, scene.grid, detections, b_bands=scene.b_bands,

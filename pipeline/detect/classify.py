@@ -6,15 +6,22 @@ image holds an object at the blob's place (its contrast against the ring of grou
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import shapely
+from rasterio.warp import transform as warp_transform
 
 from ..change.difference import robust_sigma, shadow_like
-from ..config import FootprintClass
+from ..config import OUTSIDE_LAUNCHER_ZONES, FootprintClass, LauncherZonesConfig
+from ..errors import PipelineWarning
 from .blobs import Blob, measure
+
+if TYPE_CHECKING:
+    from ..io.raster import Grid
 
 
 @dataclass(frozen=True)
@@ -138,20 +145,104 @@ def footprint_class(length_m: float, width_m: float, classes: list[FootprintClas
                     ) -> tuple[FootprintClass | None, float]:
     """The class of a ``length_m`` x ``width_m`` footprint, and its fit; (None, 0) if none.
 
-    Among the classes whose ranges contain the footprint, the most specific one wins: the one
-    with the smallest range (product of the log-widths of its length and width ranges). A
-    Su-35 fits both ``combat-jet`` and the broad ``light-aircraft``; it is a combat jet.
+    Among the classes whose ranges contain the footprint, a class that refines another
+    (:func:`refines`: most of its ranges lie within the other's) wins over it: a Su-35 fits
+    ``helicopter``, ``combat-jet`` and the broad ``light-aircraft``; it is a combat jet. Of the
+    classes left, which overlap without one refining the other (``medium-transport`` and
+    ``large-transport``), the one whose centre the footprint lies nearest wins (the best
+    :func:`class_fit`): an Il-76 (50.5 x 46.6 m) lies mid-way in medium-transport
+    (30-58 x 25-58 m, fit 0.54) and at the smallest corner of large-transport (50-85 x 45-85 m,
+    fit 0.29).
     """
     fitting = [(cls, class_fit(length_m, width_m, cls)) for cls in classes]
-    fitting = [(cls, fit) for cls, fit in fitting if fit > 0]
+    return best_class([(cls, fit) for cls, fit in fitting if fit > 0])
+
+
+def best_class(fitting: list[tuple[FootprintClass, float]]) -> tuple[FootprintClass | None, float]:
+    """Of (class, fit) pairs, the class no other refines (:func:`refines`) that fits best; the
+    first such on a tie. (None, 0) for an empty list."""
     if not fitting:
         return None, 0.0
-    return min(fitting, key=lambda cf: (_extent(cf[0]), -cf[1]))
+    unrefined = [(cls, fit) for cls, fit in fitting
+                 if not any(refines(other, cls) for other, _ in fitting)]
+    return max(unrefined, key=lambda cf: cf[1])
+
+
+def refines(narrow: FootprintClass, broad: FootprintClass, *, share: float = 0.5) -> bool:
+    """Whether ``narrow`` is a special case of ``broad``: its ranges span a smaller box of
+    (log length, log width) than ``broad``'s, and at least ``share`` of that box lies within
+    ``broad``'s. ``combat-jet`` (13-25 x 8-19 m) refines ``light-aircraft`` (10-40 x 10-40 m;
+    74 % of its box inside) and ``helicopter`` (all of it); ``large-transport`` does not refine
+    ``medium-transport`` (11 %): the two are peers that overlap."""
+    if narrow is broad or _extent(narrow) >= _extent(broad):
+        return False
+    inside = 1.0
+    for (lo, hi), (blo, bhi) in ((narrow.length_m, broad.length_m),
+                                 (narrow.width_m, broad.width_m)):
+        inside *= max(0.0, math.log(min(hi, bhi) / max(lo, blo))) / math.log(hi / lo)
+    return inside >= share
 
 
 def _extent(cls: FootprintClass) -> float:
     """How broad a class is: the product of the log-widths of its length and width ranges."""
     return math.log(cls.length_m[1] / cls.length_m[0]) * math.log(cls.width_m[1] / cls.width_m[0])
+
+
+def length_fit(length_m: float, cls: FootprintClass) -> float:
+    """:func:`class_fit` of the length alone: 0 outside the class's lengths, 1 at their centre."""
+    lo, hi = cls.length_m
+    if not lo <= length_m <= hi:
+        return 0.0
+    return 1.0 - 0.5 * abs(math.log(length_m / math.sqrt(lo * hi))) / (math.log(hi / lo) / 2)
+
+
+def launcher_zone_categories(detections: list[Detection], grid: Grid,
+                             zones: LauncherZonesConfig) -> list[Detection]:
+    """The detections, each ``launcher`` whose centre lies outside every launcher zone made a
+    ``vehicle`` (:data:`~pipeline.config.OUTSIDE_LAUNCHER_ZONES`); the last step of
+    classification, on the settled detections.
+
+    Parameters
+    ----------
+    detections : list of Detection
+        Settled detections (ids given, moves linked); their order, ids and classes are kept.
+    grid : Grid
+        The BEFORE grid their pixel coordinates are on (its CRS and geotransform).
+    zones : LauncherZonesConfig
+        ``config.launcher_zones``. Off: the detections as they are. On without a zone: every
+        launcher is a vehicle.
+
+    Returns
+    -------
+    list of Detection
+
+    Notes
+    -----
+    A detection's centre is its blob's centroid, taken to lon/lat as ``detections.geojson``'s
+    outlines are; the zones' edges are straight in lon/lat, as in GeoJSON (RFC 7946). A grid in
+    pixel coordinates (``--gsd``) has no lon/lat: its launchers stay launchers, with a
+    :class:`~pipeline.errors.PipelineWarning`.
+    """
+    launchers = [i for i, d in enumerate(detections) if d.category == "launcher"]
+    if not zones.enabled or not launchers:
+        return detections
+    polygons = zones.polygons()
+    if polygons and grid.pixel_frame:
+        warnings.warn("launcher_zones are in lon/lat and this pair is in pixel coordinates: "
+                      "launcher-sized detections stay launchers", PipelineWarning, stacklevel=2)
+        return detections
+    inside = np.zeros(len(launchers), bool)
+    if polygons:
+        cols, rows = np.array([detections[i].blob.centroid_px for i in launchers], float).T
+        xs, ys = grid.transform @ (cols + 0.5, rows + 0.5)  # pixel indexes are pixel centres
+        lon, lat = warp_transform(grid.crs, "EPSG:4326", list(xs), list(ys))
+        centres = shapely.points(lon, lat)
+        inside = np.any([shapely.covers(p, centres) for p in polygons], axis=0)
+    out = list(detections)
+    for i, kept in zip(launchers, inside):
+        if not kept:
+            out[i] = replace(detections[i], category=OUTSIDE_LAUNCHER_ZONES)
+    return out
 
 
 # Blobs this long are airliner-sized: the rules for small changes near static things (moved
@@ -380,7 +471,8 @@ def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.
         Apply the classical rules that find a blob no object (:func:`classical_rule`); off,
         the detection is made whatever they say, for the learned verifier to judge, and an
         object whose measure fits no class (a wing the mask lost, a jet bridge it kept) gets
-        the most specific aircraft class of its length, with a fit of 0.
+        the aircraft class of its length (:func:`best_class` by :func:`length_fit`), with a
+        fit of 0.
 
     Returns
     -------
@@ -414,9 +506,10 @@ def classify_blob(blob: Blob, before: np.ndarray, after: np.ndarray, inside: np.
             blob = measured
             break
     if cls is None and not rules and core is not None:
-        by_length = [c for c in aircraft if c.length_m[0] <= core.length_m <= c.length_m[1]]
-        if by_length:
-            cls, fit, blob = min(by_length, key=_extent), 0.0, core
+        by_length, _ = best_class([(c, length_fit(core.length_m, c)) for c in aircraft
+                                   if length_fit(core.length_m, c) > 0])
+        if by_length is not None:
+            cls, fit, blob = by_length, 0.0, core
     if cls is None:
         return None
     if rules and cls.category == "aircraft" and is_compact(blob):

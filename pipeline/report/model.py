@@ -318,7 +318,7 @@ def pair_report(scene, registration, noise, detections: list[Detection], config:
 def counts(detections: list[Detection], config: Config) -> dict:
     """Counts by category and change: ``{category: {appeared: n, disappeared: n}}``; every
     category of the config is listed, detected or not."""
-    cats = sorted({c.category for c in config.classes})
+    cats = config.categories
     out = {c: dict.fromkeys(CHANGES, 0) for c in cats}
     for d in detections:
         out.setdefault(d.category, dict.fromkeys(CHANGES, 0))[d.change] += 1
