@@ -135,3 +135,37 @@ def test_a_verifier_reads_its_own_features_by_name():
     with pytest.raises(ValueError, match="not this version"):
         verifier.Verifier({"kind": "trees", "features": names[:-1], "baseline": 0.0,
                            "threshold": 0.5, "trees": []})
+
+
+def _chip(before, after, mask=None):
+    from pipeline.detect.candidates import Chip
+    h, w = before.shape[1:]
+    mask = np.zeros((h, w), np.uint8) if mask is None else mask
+    return Chip(Window(0, 0, w, h), mask, np.zeros((h, w), bool), before, after,
+                np.ones((h, w), bool), np.zeros((h, w), np.float32), 1.0)
+
+
+def _rules():
+    from pipeline.config import Config
+    from pipeline.detect.candidates import Rules
+    from pipeline.io.raster import Grid
+    grid = Grid("EPSG:32636", None, 200, 200, (0.5, 0.5))
+    return Rules.from_config(Config(), grid, judging=True)
+
+
+def test_the_object_in_a_sightings_box_is_what_stands_out_there_or_the_box_ellipse():
+    from pipeline.detect.candidates import _seen_object
+    rng = np.random.default_rng(0)
+    ground = 100 + rng.normal(0, 2, (3, 120, 120)).astype(np.float32)
+    plane = ground.copy()
+    plane[:, 50:70, 40:80] = 200  # fuselage and wings as one bright bar
+    plane[:, 40:80, 55:65] = 200
+    in_box = np.zeros((120, 120), bool)
+    in_box[35:85, 35:85] = True
+    seen = _seen_object(_chip(plane, ground), in_box, plane, _rules())
+    assert seen[60, 60] and seen[45, 60] and not seen[38, 38]
+    assert 0.2 < seen.sum() / in_box.sum() < 0.5
+    # nothing stands out (a white aircraft the detector sees on white concrete): the ellipse
+    flat = _seen_object(_chip(ground, ground), in_box, ground, _rules())
+    assert flat[60, 60] and not flat[36, 36]
+    assert flat.sum() / in_box.sum() == pytest.approx(math.pi / 4, abs=0.05)

@@ -338,9 +338,9 @@ def _seen_object(chip: Chip, in_box: np.ndarray, holding: np.ndarray, rules: Rul
     keep = np.unique(labels[middle & (labels > 0)])
     region = np.isin(labels, keep[keep > 0])
     if region.sum() < 0.1 * in_box.sum():
-        region = np.zeros_like(in_box, np.uint8)
-        cv2.ellipse(region, ((c0 + c1 - 1) / 2, (r0 + r1 - 1) / 2), (c1 - c0, r1 - r0), 0,
-                    0, 360, 1, -1)
+        region = np.zeros(in_box.shape, np.uint8)
+        cv2.ellipse(region, (((c0 + c1 - 1) / 2, (r0 + r1 - 1) / 2), (float(c1 - c0),
+                                                                    float(r1 - r0)), 0.0), 1, -1)
         region = region.astype(bool) & in_box
     return region
 
