@@ -343,20 +343,38 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
-def matches(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Whether each found box (by falling score) matches a truth box not taken (IoU >= 0.5)."""
+def matched_truth(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """The truth box each found box (by falling score) matches, not taken before it (IoU >=
+    0.5); -1 where none."""
     order = np.argsort(-found[:, 4])
-    hit = np.zeros(len(found), bool)
+    which = np.full(len(found), -1)
     if not len(truth):
-        return hit
+        return which
     iou = _iou(found[order, :4], truth)
     taken = np.zeros(len(truth), bool)
     for k, i in enumerate(order):
         cand = np.where(~taken, iou[k], 0)
         j = int(np.argmax(cand))
         if cand[j] >= 0.5:
-            taken[j] = hit[i] = True
-    return hit
+            taken[j] = True
+            which[i] = j
+    return which
+
+
+def matches(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Whether each found box (by falling score) matches a truth box not taken (IoU >= 0.5)."""
+    return matched_truth(found, truth) >= 0
+
+
+def size_subset(found: np.ndarray, truth: np.ndarray, which: np.ndarray, small: np.ndarray,
+                found_small: np.ndarray, want_small: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """Scores, hits and truth count of one size range (COCO's way): the truth boxes of that
+    range; a found box counts when it matched one of them, or matched none and is of that
+    range itself; found boxes matched to the other range are left out."""
+    in_range = small == want_small
+    hit = (which >= 0) & in_range[np.maximum(which, 0)]
+    keep = hit | ((which < 0) & (found_small == want_small))
+    return found[keep, 4], hit[keep], int(in_range.sum())
 
 
 def average_precision(scores: np.ndarray, hits: np.ndarray, n_truth: int) -> float:
@@ -435,6 +453,10 @@ def evaluate(args) -> None:
           f"({megapixels / seconds:.1f} MP/s on 2 threads, with decoding and scoring)")
 
 
+#: aircraft under this size (the larger side of the box) are reported apart
+SMALL_M = 30.0
+
+
 def airbus(args) -> None:
     """AP50 and P/R on the Airbus Pleiades sample (0.5 m, 11 civil airports, another sensor
     and other sites than any training image), at the image's pixel size and rescaled."""
@@ -449,9 +471,10 @@ def airbus(args) -> None:
     print(f"model {args.model.name}: threshold {det.threshold}; Airbus images, boxes merged "
           "where one aircraft is boxed twice")
     print(f"{'scale':>5} {'m/px':>5} {'images':>6} {'aircraft':>8} {'AP50':>6} {'P':>6} {'R':>6} "
-          f"{'F1':>6} {'MP/s':>6}")
+          f"{'F1':>6} {'MP/s':>6}   small (< {SMALL_M:g} m): aircraft AP50 P R")
     for scale in args.scales:
         scores, hits, n_truth, mp, t0 = [], [], 0, 0.0, time.perf_counter()
+        small = {"scores": [], "hits": [], "truth": 0}
         for name in names:
             bgr = cv2.imread(str(root / "images" / name))
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -461,18 +484,32 @@ def airbus(args) -> None:
                               merge_duplicates(annotations[name])], np.float32).reshape(-1, 4)
             found = det.detect(rgb, threshold=0.05)
             found[:, :4] /= scale
+            which = matched_truth(found, truth)
             scores.append(found[:, 4])
-            hits.append(matches(found, truth))
+            hits.append(which >= 0)
             n_truth += len(truth)
             mp += rgb.shape[0] * rgb.shape[1] / 1e6
+            # the larger side of a box, metres (0.5 m pixels)
+            size = (lambda b: 0.5 * np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]))
+            sc, h, n = size_subset(found, truth, which, size(truth) < SMALL_M,
+                                   size(found) < SMALL_M, True)
+            small["scores"].append(sc)
+            small["hits"].append(h)
+            small["truth"] += n
         seconds = time.perf_counter() - t0
         scores, hits = np.concatenate(scores), np.concatenate(hits)
         kept = scores >= det.threshold
         tp = int(hits[kept].sum())
         p, r = tp / max(1, int(kept.sum())), tp / max(1, n_truth)
+        s_sc, s_hit = np.concatenate(small["scores"]), np.concatenate(small["hits"])
+        s_kept = s_sc >= det.threshold
+        s_tp = int(s_hit[s_kept].sum())
         print(f"{scale:>5.2f} {0.5 / scale:>5.2f} {len(names):>6} {n_truth:>8} "
               f"{average_precision(scores, hits, n_truth):>6.3f} {p:>6.3f} {r:>6.3f} "
-              f"{2 * p * r / max(1e-9, p + r):>6.3f} {mp / seconds:>6.1f}", flush=True)
+              f"{2 * p * r / max(1e-9, p + r):>6.3f} {mp / seconds:>6.1f}   "
+              f"{small['truth']:>8} {average_precision(s_sc, s_hit, small['truth']):.3f} "
+              f"{s_tp / max(1, int(s_kept.sum())):.3f} {s_tp / max(1, small['truth']):.3f}",
+              flush=True)
 
 
 def main() -> None:
