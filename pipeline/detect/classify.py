@@ -38,6 +38,10 @@ class Detection:
     evidence_after: float
     id: str = ""
     moved_with: str = ""  # id of the other half of a move (see link_moves)
+    #: the aircraft detector's score at the object in each image (None: not weighed by it)
+    seen_before: float | None = None
+    seen_after: float | None = None
+    found_by: str = "difference"  # or "detector": an aircraft one image shows, the other not
 
     def with_id(self, new_id: str) -> "Detection":
         return replace(self, id=new_id)

@@ -33,6 +33,9 @@ def detection_properties(det: Detection) -> dict:
         "centroid_px": [round(b.centroid_px[0], 2), round(b.centroid_px[1], 2)],
         "change_score": round(b.mean_score, 2),
         "moved_with": det.moved_with or None,
+        "found_by": det.found_by,
+        "detector_before": det.seen_before,
+        "detector_after": det.seen_after,
     }
 
 

@@ -79,6 +79,8 @@ class GalleryRow:
     heading_deg: float
     score: float
     mean_sigma: float
+    seen: tuple[float, float] | None = None  # the aircraft detector's score, BEFORE and AFTER
+    found_by: str = "difference"
 
 
 def gallery_row(det: Detection, chip: Chip | None, recipe: ScoreRecipe | None) -> GalleryRow:
@@ -98,7 +100,9 @@ def gallery_row(det: Detection, chip: Chip | None, recipe: ScoreRecipe | None) -
     b = det.blob
     return GalleryRow(det.id, detection_label(det.id), colour_hex(CHANGE_COLOURS[det.change]),
                       before, after, score, det.klass, det.category, det.change, b.length_m,
-                      b.width_m, b.area_m2, b.heading_deg, det.score, b.mean_score)
+                      b.width_m, b.area_m2, b.heading_deg, det.score, b.mean_score,
+                      None if det.seen_before is None else (det.seen_before, det.seen_after),
+                      det.found_by)
 
 
 def _chip_row(det: Detection, readers: tuple, *, pictures: ScenePictures,
