@@ -2,10 +2,13 @@
 
     python benchmarks/verifier.py dump  --work /tmp/verifier   # candidates of every cached pair
     python benchmarks/verifier.py loao  --work /tmp/verifier   # leave-one-airport-out scores
+    python benchmarks/verifier.py loao  --work /tmp/verifier --without-detector  # the difference alone
     python benchmarks/verifier.py train --work /tmp/verifier --out pipeline/detect/verifier_model.json
 
 ``dump`` runs the pipeline over the real pairs cached by ``benchmarks/accuracy.py`` (under
-``benchmarks/.cache/accuracy``; run accuracy.py once first) and over synthetic pairs, keeping
+``benchmarks/.cache/accuracy``; run accuracy.py once first): the overlapping pairs of the 11
+airports (:func:`pipeline.testing.cases.airport_pair_cases`), its same-acquisition pairs the
+no-change controls; and over synthetic pairs, keeping
 every aircraft candidate whose mean change score reaches ``verifier.min_sigma`` with its features
 and whether the classical path (``difference.blob_sigma``) keeps it, and writes one JSON file per
 pair under ``--work/cases``. A candidate's label: it matches a truth aircraft of the same change
@@ -16,7 +19,7 @@ one_per_object, which ``loao`` applies to those it keeps, as pipeline.detect.jud
 (``pipeline.testing.synth``) train, so that synthetic aircraft are not rejected; seeds 0-3, the suite of
 accuracy.py, are only scored.
 
-``loao``: for each airport (G1..G8), a model trained on the other airports (and the synthetic
+``loao``: for each airport (G1..G11), a model trained on the other airports (and the synthetic
 training pairs), its threshold chosen on those airports alone (inner leave-one-airport-out), is
 applied to the held-out airport's pairs, which are scored exactly (score_case on the kept
 detections). It also counts the truth changes that some candidate matches: the recall a perfect
@@ -41,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # the accuracy benchmark beside this script
-from accuracy import real_config  # noqa: E402
+from accuracy import DATASET, real_config  # noqa: E402
 
 from pipeline.config import Config, SplitConfig, load_config  # noqa: E402
 from pipeline.detect import verifier  # noqa: E402
@@ -50,10 +53,13 @@ from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.evaluate import is_ignore, load_features  # noqa: E402
 from pipeline.run import run_pair  # noqa: E402
 from pipeline.testing import synth
-from pipeline.testing.cases import detection_labels, score_case  # noqa: E402
+from pipeline.testing.cases import (  # noqa: E402
+    airport_pair_cases,
+    detection_labels,
+    score_case,
+)
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "accuracy"
-CONTROLS = {"G5_b3c7c22d_fc8f9dc5", "G8_e9021b38_ef92f434"}
 SYN_TRAIN_SEEDS = range(4, 12)
 SYN_EVAL_SEEDS = range(0, 4)
 # the tree settings tried; each model's own is chosen with its threshold, on its training
@@ -101,10 +107,15 @@ def cmd_dump(args) -> None:
     cases = args.work / "cases"
     cases.mkdir(parents=True, exist_ok=True)
     jobs = []
-    for folder in sorted(p for p in args.cache.iterdir() if p.name[:1] == "G"):
-        kind = "control" if folder.name in CONTROLS else "real"
-        jobs.append((folder.name, kind, folder.name.split("_")[0], folder / "before.tif",
-                     folder / "after.tif", folder / "truth.geojson", real))
+    for case in airport_pair_cases(args.dataset):  # its same-acquisition pairs: controls
+        folder = args.cache / case.name
+        if not (folder / "truth.geojson").exists():
+            print(f"{case.name}: not in {args.cache} (run benchmarks/accuracy.py first)",
+                  flush=True)
+            continue
+        jobs.append((case.name, "control" if case.control else "real", case.group,
+                     folder / "before.tif", folder / "after.tif", folder / "truth.geojson",
+                     real))
     if args.limit:
         jobs = jobs[:args.limit]
     for seeds, kind in ((SYN_TRAIN_SEEDS, "syn-train"), (SYN_EVAL_SEEDS, "syn-eval")):
@@ -135,10 +146,40 @@ def cmd_dump(args) -> None:
               f"{time.perf_counter() - t0:5.1f}s", flush=True)
 
 
-def load_cases(work: Path) -> list[dict]:
-    cases = [json.loads(p.read_text()) for p in sorted((work / "cases").glob("*.json"))]
-    for c in cases:
+def pair_kinds(dataset: Path) -> dict[str, str]:
+    """``real`` or ``control`` (same acquisition) for each pair of ``airport_pairs.csv``."""
+    return {c.name: "control" if c.control else "real" for c in airport_pair_cases(dataset)}
+
+
+def load_cases(work: Path, kinds: dict[str, str]) -> list[dict]:
+    """The dumped pairs: the synthetic ones, and the real ones that ``kinds`` lists (a pair
+    dumped from an older pair list is left out), each of those of the kind ``kinds`` says."""
+    cases = []
+    for path in sorted((work / "cases").glob("*.json")):
+        c = json.loads(path.read_text())
+        if c["kind"] in ("real", "control"):
+            if c["name"] not in kinds:
+                print(f"{path}: not a pair of airport_pairs.csv, left out", flush=True)
+                continue
+            c["kind"] = kinds[c["name"]]
         _unlabel_duplicates(c["aircraft"])
+        cases.append(c)
+    return cases
+
+
+def without_detector(cases: list[dict]) -> list[dict]:
+    """The cases as the difference alone gives them: the detector's candidates left out and
+    its features (:data:`pipeline.detect.fusion.DETECTOR_FEATURES`) held at 0, which no tree
+    splits on: the comparison ``--without-detector`` prints."""
+    from pipeline.detect.fusion import DETECTOR_FEATURES
+
+    cols = [verifier.FEATURES.index(f) for f in DETECTOR_FEATURES]
+    src = verifier.FEATURES.index("from_detector")
+    for c in cases:
+        c["aircraft"] = [f for f in c["aircraft"] if not f["properties"]["_features"][src]]
+        for f in c["aircraft"]:
+            for k in cols:
+                f["properties"]["_features"][k] = 0.0
     return cases
 
 
@@ -267,8 +308,15 @@ def _reach_line(reach: list[int]) -> str:
             f"{matched / max(truth, 1):.3f} with a perfect verifier")
 
 
+def _airport_order(group: str) -> tuple:
+    """G2 before G10."""
+    return (len(group), group)
+
+
 def cmd_loao(args) -> None:
-    cases = load_cases(args.work)
+    cases = load_cases(args.work, pair_kinds(args.dataset))
+    if args.without_detector:
+        cases = without_detector(cases)
     real = [c for c in cases if c["kind"] in ("real", "control")]
     syn = [c for c in cases if c["kind"] == "syn-train"]
     base_all, ver_all = [0, 0, 0], [0, 0, 0]
@@ -276,7 +324,7 @@ def cmd_loao(args) -> None:
     controls = []
     print("leave-one-airport-out (tree settings and threshold chosen on the training airports "
           "only)")
-    for g in sorted({c["group"] for c in real}):
+    for g in sorted({c["group"] for c in real}, key=_airport_order):
         train = [c for c in real if c["group"] != g]
         held = [c for c in real if c["group"] == g]
         settings, thr = choose_settings(train + syn)
@@ -312,7 +360,9 @@ def cmd_loao(args) -> None:
 
 
 def cmd_train(args) -> None:
-    cases = load_cases(args.work)
+    cases = load_cases(args.work, pair_kinds(args.dataset))
+    if args.without_detector:
+        cases = without_detector(cases)
     train = [c for c in cases if c["kind"] in ("real", "control", "syn-train")]
     settings, threshold = choose_settings(train)
     model = fit(*_xy(train), settings)
@@ -339,10 +389,15 @@ def main() -> None:
     ap.add_argument("command", choices=("dump", "loao", "train"))
     ap.add_argument("--work", type=Path, required=True, help="scratch folder (dump output)")
     ap.add_argument("--cache", type=Path, default=CACHE, help="accuracy.py's cache of pairs")
+    ap.add_argument("--dataset", type=Path, default=DATASET,
+                    help="the airbus-aircraft-sample folder: its airport_pairs.csv lists the pairs")
     ap.add_argument("--config", type=Path, default=None, help="pipeline YAML (default: defaults)")
     ap.add_argument("--out", type=Path, default=Path(verifier.MODEL_PATH))
     ap.add_argument("--limit", type=int, default=0, help="at most this many real pairs")
     ap.add_argument("--overwrite", action="store_true", help="dump pairs already dumped again")
+    ap.add_argument("--without-detector", action="store_true",
+                    help="loao/train on the difference's candidates alone, without the "
+                         "detector's evidence (the comparison)")
     args = ap.parse_args()
     {"dump": cmd_dump, "loao": cmd_loao, "train": cmd_train}[args.command](args)
 
