@@ -235,9 +235,14 @@ def fit(x: np.ndarray, y: np.ndarray, settings: dict) -> dict:
 
 def _probabilities(model: dict, cases: list[dict]) -> None:
     v = verifier.Verifier(model)
-    for c in cases:
-        for f in c["aircraft"]:
-            f["properties"]["_p"] = float(v.probability(np.asarray(f["properties"]["_features"])))
+    props = [f["properties"] for c in cases for f in c["aircraft"]]
+    if not props:
+        return
+    # all rows at once: the trees walked by numpy, not row by row
+    p = np.atleast_1d(v.probability(np.asarray([q["_features"] for q in props], float)
+                                    .reshape(len(props), -1)))
+    for q, pk in zip(props, p):
+        q["_p"] = float(pk)
 
 
 def _truth_count(case: dict) -> int:
