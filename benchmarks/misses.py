@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from accuracy import (
+    DATASET,
     real_config,  # the JPEGs' black fill is nodata, as accuracy.py runs them
 )
 from rasterio.warp import transform as warp_transform
@@ -44,9 +45,9 @@ from pipeline import run
 from pipeline.config import Config, load_config
 from pipeline.detect import candidates, judge
 from pipeline.detect.classify import change_direction, dropped_by_rule
+from pipeline.testing.cases import airport_pair_cases
 
 CASES = Path(__file__).resolve().parent / ".cache" / "accuracy"
-CONTROLS = ("G5_b3c7c22d_fc8f9dc5", "G8_e9021b38_ef92f434")
 STAGES = ["nothing", "small", "size", "weak", "static", "shadow", "vehicle-group",
           "noclass-or-compact", "launcher-weak", "launcher", "verifier", "detected-wrongchange",
           "detected"]
@@ -147,8 +148,10 @@ def main() -> None:
     ap.add_argument("cases", nargs="*", help="case folders' names (default: every real pair)")
     ap.add_argument("--config", type=Path, help="pipeline YAML (default: defaults)")
     args = ap.parse_args()
+    # the same-acquisition pairs are no-change controls: nothing to lose
+    controls = {c.name for c in airport_pair_cases(DATASET) if c.control}
     names = args.cases or sorted(p.name for p in CASES.glob("G*_*")
-                                 if p.is_dir() and p.name not in CONTROLS)
+                                 if p.is_dir() and p.name not in controls)
     if not names:
         sys.exit(f"{CASES}: no cases; run benchmarks/accuracy.py first")
     config = real_config(load_config(args.config) if args.config else Config())
@@ -156,7 +159,7 @@ def main() -> None:
     per_group: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for name in names:
         for _, stage in stages_of(CASES / name, config):
-            per_group[name[:2]][stage] += 1
+            per_group[name.split("_")[0]][stage] += 1
         print(f"{name}: done", file=sys.stderr, flush=True)
     total = sum(per_group.values(), collections.Counter())
     used = [s for s in STAGES if total[s]]
