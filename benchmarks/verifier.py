@@ -178,9 +178,12 @@ def without_detector(cases: list[dict]) -> list[dict]:
     src = verifier.FEATURES.index("from_detector")
     for c in cases:
         c["aircraft"] = [f for f in c["aircraft"] if not f["properties"]["_features"][src]]
-        for f in c["aircraft"]:
+        # labelled again: a truth aircraft a detector candidate matched may match a blob's
+        for f, lab in zip(c["aircraft"], detection_labels(c["truth"], c["aircraft"])):
+            f["properties"]["_label"] = lab
             for k in cols:
                 f["properties"]["_features"][k] = 0.0
+        _unlabel_duplicates(c["aircraft"])
     return cases
 
 
