@@ -59,8 +59,10 @@ class CoregistrationConfig(_Strict):
     agreement_px: float = Field(3.0, gt=0, description="windows within this of the consensus "
                                 "agree with it (quality); other dates differ locally by relief, "
                                 "lean and moved shadows")
-    min_quality: float = Field(0.2, ge=0, le=1, description="below this the shift is refused "
-                               "(exit 2) unless --allow-unregistered")
+    min_quality: float = Field(0.2, ge=0, le=1, description="below this the windows' consensus is "
+                               "refused (exit 2, unless --allow-unregistered) when the ground "
+                               "plane does not hold either; the ground plane's own gate is "
+                               "ground_min_windows and ground_min_share")
     refine_iterations: int = Field(3, ge=0, le=10, description="times a window's shift is "
                                    "measured again after resampling AFTER by the estimate so far "
                                    "(a sub-pixel peak is least biased near zero)")
@@ -71,6 +73,27 @@ class CoregistrationConfig(_Strict):
                                  "nodes per side")
     local_max_deviation_px: float = Field(3.0, gt=0, description="local mode: nodes further "
                                           "from the global shift are rejected")
+    ground: bool = Field(True, description="also measure the ground plane in many small windows; "
+                         "where the windows' consensus is weak, split or off the ground (tall "
+                         "structures seen from other angles lean differently), use the ground's "
+                         "shift, and refuse a pair only when neither holds")
+    ground_first: bool = Field(False, description="measure the ground plane on every pair and "
+                               "prefer it where the windows' consensus is split or lies off it; "
+                               "false: only where the consensus' quality is below min_quality "
+                               "(the verifier was trained on consensus shifts)")
+    ground_window_px: int = Field(160, ge=64, le=1024, description="ground plane: side of each "
+                                  "small window, pixels")
+    ground_grid: int = Field(12, ge=3, le=32, description="ground plane: small windows on a grid "
+                             "x grid pattern over the overlap")
+    ground_tolerance_px: float = Field(1.5, gt=0, description="ground plane: windows within this "
+                                       "of the ground's model lie on the ground")
+    ground_min_windows: int = Field(12, ge=3, description="ground plane: it holds when at least "
+                                    "this many small windows lie on it...")
+    ground_min_share: float = Field(0.2, gt=0, le=1, description="...and this share of those "
+                                    "that matched")
+    ground_max_slope: float = Field(0.01, ge=0, le=0.1, description="ground plane: largest drift "
+                                    "of its displacement across the scene, pixels per pixel "
+                                    "(relief, viewing geometry)")
 
 
 class RadiometryConfig(_Strict):

@@ -100,11 +100,30 @@ class LocalField(_Part):
     measured_mask: list[list[int]] | None = None
 
 
+class GroundPlane(_Part):
+    """``coregistration.ground``: the ground-plane measurement in small windows, made when the
+    windows' consensus was weak or split (:meth:`pipeline.coreg.ground.GroundFit.summary`)."""
+
+    windows: int
+    measured: int
+    used: int
+    rejected: int
+    shift_x_px: float
+    shift_y_px: float
+    quality: float
+    holds: bool
+    why: str | None = None
+    trend_px: float | None = None
+
+
 class Coregistration(_Part):
     """``coregistration``: AFTER's content relative to BEFORE, as measured before its removal.
 
     Shifts are in BEFORE pixels (x right, y down) and metres (x east, y north); ``quality`` 0 to
-    1. ``applied`` is False when the run went on unregistered (reprojection alone).
+    1. ``applied`` is False when the run went on unregistered (reprojection alone). ``method``
+    says how the shift was measured: the windows' consensus, or the ground plane in small
+    windows (``ground``) when the windows disagreed; ``reason`` says why, when the consensus
+    was not used as it is (or why the pair could not be registered).
     """
 
     shift_x_px: float
@@ -120,6 +139,8 @@ class Coregistration(_Part):
     windows: list[ShiftWindow] = []
     mode: str | None = None
     local: LocalField | None = None
+    reason: str | None = None
+    ground: GroundPlane | None = None
 
     def window_count(self) -> int:
         """Windows measured (``n_windows``, else the windows listed)."""
@@ -304,7 +325,8 @@ def pair_report(scene, registration, noise, detections: list[Detection], config:
                  "pixel_size_m": [round(grid.res_m[0], 4), round(grid.res_m[1], 4)],
                  "frame": "pixel" if grid.pixel_frame else "map"},
         "overlap": round(scene.validity.overlap, 4),
-        "coregistration": {**coregistration_section(co.shift, grid, co.allow_unregistered),
+        "coregistration": {**coregistration_section(co.shift, grid, co.allow_unregistered,
+                                                    reason=co.reason, ground=co.ground),
                            "mode": co.mode,
                            **({"local": co.field.summary()} if co.field is not None else {})},
         "radiometry": noise.report(),
@@ -325,12 +347,20 @@ def counts(detections: list[Detection], config: Config) -> dict:
     return out
 
 
-def coregistration_section(shift: Shift | None, grid: rio.Grid, allow_unregistered: bool) -> dict:
-    """The ``coregistration`` member of report.json (see :class:`Coregistration`)."""
+def coregistration_section(shift: Shift | None, grid: rio.Grid, allow_unregistered: bool, *,
+                           reason: str = "", ground=None) -> dict:
+    """The ``coregistration`` member of report.json (see :class:`Coregistration`).
+
+    ``reason`` and ``ground`` (a :class:`~pipeline.coreg.ground.GroundFit`) come from the
+    :class:`~pipeline.coreg.register.Registration`: why the windows' consensus was not used as
+    it is, and the ground-plane measurement when one was made.
+    """
+    extra = {**({"reason": reason} if reason else {}),
+             **({"ground": ground.summary()} if ground is not None else {})}
     if shift is None:
         return {"shift_x_px": 0.0, "shift_y_px": 0.0, "shift_x_m": 0.0, "shift_y_m": 0.0,
                 "quality": 0.0, "method": "none (unregistered)" if allow_unregistered else "disabled",
-                "applied": False, "windows": []}
+                "applied": False, "windows": [], **extra}
     t = grid.transform
     # map displacement of a content moving by (dx, dy) pixels: east, north
     dx_map, dy_map = t.a * shift.dx_px + t.b * shift.dy_px, t.d * shift.dx_px + t.e * shift.dy_px
@@ -343,6 +373,7 @@ def coregistration_section(shift: Shift | None, grid: rio.Grid, allow_unregister
         "windows": [{"col_px": w.col_px, "row_px": w.row_px, "dx_px": round(w.dx_px, 4),
                      "dy_px": round(w.dy_px, 4), "peak": round(w.peak, 4), "inlier": w.inlier}
                     for w in shift.windows],
+        **extra,
     }
 
 
