@@ -241,7 +241,7 @@ def _detect(passes: _Passes, mask_path: Path, overview) -> list[Detection]:
         changed = _mask_pass(passes, pass1, writer, overview, sighter,
                              total=len(pass1) + len(pass2))
         writer.flush()
-        sightings, seen = _sightings(passes, sighter, pass2)
+        sightings, seen = _sightings(passes, sighter)
         # pass 2 only where a blob can start or a sighting lies: most of a large real scene
         # holds no change
         busy = [item for item in pass2
@@ -271,7 +271,7 @@ def _sighter(passes: _Passes) -> fusion.Sighter | None:
                           passes.config.detector.resolution_m, levels)
 
 
-def _sightings(passes: _Passes, sighter: fusion.Sighter | None, blocks: list):
+def _sightings(passes: _Passes, sighter: fusion.Sighter | None):
     """The scene's sightings and the unpartnered ones by the pass-2 core holding their centre."""
     if sighter is None:
         return None, {}

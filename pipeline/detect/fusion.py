@@ -123,8 +123,11 @@ class Sighter:
                   size_tolerance: float) -> Sightings:
         """What every block saw, as one :class:`Sightings`."""
         empty = np.zeros((0, 5), np.float32)
-        b = np.concatenate([f[0] for f in self.found] or [empty])
-        a = np.concatenate([f[1] for f in self.found] or [empty])
+
+        def in_order(boxes):  # by row, then column, whatever order the workers finished in
+            return boxes[np.lexsort((boxes[:, 0], boxes[:, 1]))]
+        b = in_order(np.concatenate([f[0] for f in self.found] or [empty]))
+        a = in_order(np.concatenate([f[1] for f in self.found] or [empty]))
         t = self.detector.threshold if threshold is None else threshold
         return Sightings(b, a, t, partner_share * t, size_tolerance, self.res_m)
 
