@@ -86,8 +86,11 @@ def test_haze_over_the_sample_is_removed_and_every_change_found(sample_pair, tmp
     runs = {}
     for name, pair, level_m in (("clear", (before, after), None), ("hazy", (before, hazy), None),
                                 ("hazy, no field", (before, hazy), 0.0)):
+        # the control runs on the difference alone: the aircraft detector would find the
+        # changes the haze hides from it (its own evidence, not the level field's)
         config = Config() if level_m is None else \
-            Config.model_validate({"radiometry": {"level_m": level_m}})
+            Config.model_validate({"radiometry": {"level_m": level_m},
+                                   "detector": {"enabled": False}})
         out = tmp_path / name.replace(", ", "_").replace(" ", "_")
         result = run_pair(*pair, out, config)
         scores = evaluate(load_features(truth), load_features(out / "detections.geojson"))
@@ -97,6 +100,9 @@ def test_haze_over_the_sample_is_removed_and_every_change_found(sample_pair, tmp
     assert unit <= 1.2 * clear_unit, runs
     assert scores.recall == 1.0 and scores.f1 >= 0.95, runs
     assert clear.f1 >= 0.95, runs
-    # the control: without the field the haze does the harm the test is about
+    # the control: without the field (and the detector) the haze does the harm the test is
+    # about
     unit0, scores0 = runs["hazy, no field"]
-    assert unit0 >= 3 * clear_unit and scores0.recall < 1.0, runs
+    # (the noise unit inflated nearly fivefold; the classical rules then take a haze edge
+    # for a change, where the run with the field makes none)
+    assert unit0 >= 3 * clear_unit and scores0.f1 < scores.f1, runs

@@ -90,6 +90,10 @@ def load_detector(path: str | None = None, *, threads: int = 2) -> AircraftDetec
         raise ConfigError(f"{source}: aircraft detector model not found", path=source)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
+    # blocks differ in size: an arena sized for the largest (and a memory pattern per shape)
+    # would be held for the whole run
+    opts.enable_cpu_mem_arena = False
+    opts.enable_mem_pattern = False
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                  if p in ort.get_available_providers()]
     try:

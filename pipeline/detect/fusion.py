@@ -62,17 +62,21 @@ def detector_picture(image: np.ndarray, valid: np.ndarray, levels, size: tuple[i
     """(h, w, 3) float32 0-255 of a block (B, M, N) for the detector: the first three bands
     (red, green, blue; one band repeated), scaled by ``levels`` (None: as is), nodata 0,
     resampled to ``size`` (w, h) by pixel area."""
-    rgb = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
-    rgb = rgb.astype(np.float32)
+    bands = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
+    # one float copy of the block, worked on in place: blocks are large, workers several
+    rgb = np.empty(bands.shape[1:] + (3,), np.float32)
+    for k in range(3):
+        rgb[..., k] = bands[k]
     if levels is not None:
         lo, hi = levels
-        k = min(3, len(lo))
-        lo3 = np.resize(lo[:k], 3)[:, None, None]
-        hi3 = np.resize(hi[:k], 3)[:, None, None]
-        rgb = np.clip((rgb - lo3) * (255.0 / (hi3 - lo3)), 0.0, 255.0)
-    rgb = np.where(valid[None], rgb, 0.0).transpose(1, 2, 0)
+        n = min(3, len(lo))
+        lo3, hi3 = np.resize(lo[:n], 3), np.resize(hi[:n], 3)
+        rgb -= lo3
+        rgb *= (255.0 / (hi3 - lo3)).astype(np.float32)
+        np.clip(rgb, 0.0, 255.0, out=rgb)
+    rgb[~valid] = 0.0
     interp = cv2.INTER_AREA if size[0] < rgb.shape[1] else cv2.INTER_LINEAR
-    return cv2.resize(np.ascontiguousarray(rgb), size, interpolation=interp)
+    return cv2.resize(rgb, size, interpolation=interp)
 
 
 @dataclass(frozen=True)
