@@ -53,8 +53,10 @@ def test_scene_larger_than_whole_array_memory_runs_windowed(tmp_path):
     whole_pair_float32 = 2 * 3 * side * side * 4
     peak = int(peak_kb) * 1024
     # a whole-array method holds both inputs as float32 (1.6 GB) before any work; the windowed
-    # path stays under half of that (measured: see README, "Large scenes")
-    assert peak < whole_pair_float32 / 2, (peak / 2**20, whole_pair_float32 / 2**20)
+    # path stays well under that (measured: see README, "Large scenes"). Half of it until the
+    # aircraft detector came: onnxruntime, its session and each worker's activations add about
+    # 75 to 90 MB (752 MB here, 840 MB in a CI run of 2026-12-06), so 0.6 of it
+    assert peak < 0.6 * whole_pair_float32, (peak / 2**20, whole_pair_float32 / 2**20)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["grid"]["width"] == side
     # every tile holds the sample's six changes (the An-124, three Ka-52, two TELs)
