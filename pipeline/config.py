@@ -267,6 +267,11 @@ class DetectorConfig(_Strict):
     size_tolerance: float = Field(0.25, ge=0, description="two sightings whose box sides differ "
                                   "by more than this share are different aircraft (one replaced "
                                   "by another on the same stand)")
+    max_pixel_m: float = Field(2.0, gt=0, description="on imagery with coarser pixels the "
+                               "detector is not run and the run goes on as with enabled false "
+                               "(report.json says so): a 12 m aircraft is then under 6 pixels, "
+                               "and the network, trained on 0.5-1.5 m, would see an upsampled "
+                               "blur at many times the cost")
 
 
 class SplitConfig(_Strict):

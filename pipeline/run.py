@@ -175,6 +175,7 @@ def _run_pair_into(out: Path, before, after, config: Config, run: _Run) -> PairR
         with watch.stage("overlap"):
             scene = stack.enter_context(
                 open_scene(before, after, config, min_overlap=config.min_overlap))
+        run = _detector_for(scene, config, run)
         with watch.stage("coregistration"):
             registration = register(scene, config, allow_unregistered=run.allow_unregistered)
         a_vrt = stack.enter_context(scene.on_grid(registration.offset))
@@ -183,8 +184,8 @@ def _run_pair_into(out: Path, before, after, config: Config, run: _Run) -> PairR
         overview = pictures.Overview(scene.grid, pictures.picture_grid(scene.grid, max(
             256, (config.output.overlay_max_px - PANEL_GAP_PX) // 2)),
             len(scene.b_bands), len(scene.a_bands))
-        detections = settle(_detect(passes, out / "change_mask.tif", overview), scene.grid.res_m,
-                            config)
+        found, sighted = _detect(passes, out / "change_mask.tif", overview)
+        detections = settle(found, scene.grid.res_m, config)
         detections = launcher_zone_categories(detections, scene.grid, config.launcher_zones)
         with watch.stage("report_images"):
             shown = pictures.scene_pictures(
@@ -192,6 +193,7 @@ def _run_pair_into(out: Path, before, after, config: Config, run: _Run) -> PairR
                 a_bands=scene.a_bands, config=config, nodata=scene.nodata, overview=overview,
                 open_readers=partial(scene.open_aligned, registration.offset))
         result_report = model.pair_report(scene, registration, noise, detections, config)
+        result_report["detector"] = _detector_report(passes, sighted)
     with watch.stage("write_outputs"):
         files = {}
         name = "detections_px.geojson" if scene.grid.pixel_frame else "detections.geojson"
@@ -226,9 +228,37 @@ def _noise_model(scene: Scene, registration: Registration, a_vrt, config: Config
     return noise
 
 
-def _detect(passes: _Passes, mask_path: Path, overview) -> list[Detection]:
+def _detector_for(scene, config: Config, run: _Run) -> _Run:
+    """``run`` without the detector (and with the verifier the difference alone calls for) when
+    the scene's pixels are coarser than ``detector.max_pixel_m``."""
+    res, most = scene.grid.mean_res_m, config.detector.max_pixel_m
+    if run.detector is None or res <= most:
+        return run
+    log.warning("detector not run: pixels of %.2f m are coarser than detector.max_pixel_m "
+                "(%g m); the difference alone", res, most)
+    return replace(run, detector=None,
+                   judge=Judge.from_config(config, recorder=run.judge.recorder, detector=False))
+
+
+def _detector_report(passes: _Passes, sighted: dict) -> dict:
+    """report.json's ``detector``: whether the detector ran, why not, and what it saw."""
+    d, run = passes.config.detector, passes.run
+    if sighted:
+        return {"used": True, "resolution_m": d.resolution_m, "sightings": sighted}
+    if not d.enabled:
+        reason = "detector.enabled is false"
+    elif run.detector is None:
+        reason = (f"pixels of {passes.scene.grid.mean_res_m:.2f} m are coarser than "
+                  f"detector.max_pixel_m ({d.max_pixel_m:g} m)")
+    else:
+        reason = "the verifier does not read the detector's evidence"
+    return {"used": False, "reason": reason}
+
+
+def _detect(passes: _Passes, mask_path: Path, overview) -> tuple[list[Detection], dict]:
     """Pass 1 writes the change mask to ``mask_path`` (and fills ``overview``); pass 2 finds
-    the detections in it, in block order."""
+    the detections in it, in block order. Also returns the detector's sighting counts
+    (``before``, ``after``, ``unpartnered``; empty when it did not run)."""
     grid, config = passes.scene.grid, passes.config
     block = config.processing.block_px
     pass1 = list(rio.block_windows(grid.width, grid.height, block,
@@ -253,7 +283,10 @@ def _detect(passes: _Passes, mask_path: Path, overview) -> list[Detection]:
     except BaseException:
         writer.abort()
         raise
-    return detections
+    if sightings is None:
+        return detections, {}
+    return detections, {"before": len(sightings.before), "after": len(sightings.after),
+                        "unpartnered": sum(map(len, seen.values()))}
 
 
 def _core_key(core) -> tuple[int, int]:

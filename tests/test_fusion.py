@@ -120,6 +120,25 @@ def test_input_levels_stretch_other_than_8_bit_data(tmp_path):
     assert pic.shape == (64, 64, 3) and pic.min() == 0.0 and pic.max() == 255.0
 
 
+def test_detector_picture_resamples_in_the_data_type_and_keeps_nodata_black():
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 256, size=(3, 128, 128)).astype(np.uint8)
+    valid = np.ones((128, 128), bool)
+    valid[:, :64] = False
+    pic = fusion.detector_picture(data, valid, None, (64, 64))
+    # 8-bit: averaged by pixel area in 8 bits, nodata 0
+    block_mean = data.astype(np.float32).reshape(3, 64, 2, 64, 2).mean(axis=(2, 4))
+    assert np.abs(pic[:, 32:] - block_mean.transpose(1, 2, 0)[:, 32:]).max() <= 0.5
+    assert np.all(pic[:, :32] == 0)
+    # stretched data: nodata stays 0 though the stretch maps 0 to about 101
+    u16 = data.astype(np.uint16) * 8 + 1000
+    lo, hi = np.full(3, -2000, np.float32), np.full(3, 3040, np.float32)
+    pic = fusion.detector_picture(u16, valid, (lo, hi), (64, 64))
+    assert np.all(pic[:, :32] == 0)
+    expected = (block_mean * 8 + 3000) * 255 / 5040
+    assert np.abs(pic[:, 32:] - expected.transpose(1, 2, 0)[:, 32:]).max() <= 0.5
+
+
 def test_a_verifier_reads_its_own_features_by_name():
     names = [f for f in verifier.FEATURES if f not in fusion.DETECTOR_FEATURES]
     k = verifier.FEATURES.index("log_blob_length")
@@ -182,12 +201,15 @@ def test_a_run_weighs_each_aircraft_with_the_detector_and_without_it_is_classica
     from pipeline.testing import synth
     folder = tmp_path / "pair"
     synth.write_pair(synth.make_pair(seed=12, size_px=1024, scenario="random"), folder)
-    runs = {}
+    runs, reports = {}, {}
     for name, enabled in (("on", True), ("off", False)):
         cfg = Config().with_overrides({"detector": {"enabled": enabled}})
-        run_pair(folder / "before.tif", folder / "after.tif", tmp_path / name, cfg)
+        reports[name] = run_pair(folder / "before.tif", folder / "after.tif", tmp_path / name,
+                                 cfg).report["detector"]
         fc = json.loads((tmp_path / name / "detections.geojson").read_text())
         runs[name] = [f["properties"] for f in fc["features"]]
+    assert reports["off"] == {"used": False, "reason": "detector.enabled is false"}
+    assert reports["on"]["used"] and reports["on"]["sightings"]["before"] >= 3
     aircraft = [p for p in runs["on"] if p["category"] == "aircraft"]
     assert len(aircraft) >= 3
     assert all(p["detector_before"] is not None and p["detector_after"] is not None

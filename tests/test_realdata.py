@@ -26,6 +26,10 @@ def test_arosics_s2_pair_shift_matches_arosics(tmp_path):
     assert 0.4 <= co["shift_x_px"] <= 1.0, co
     assert -2.1 <= co["shift_y_px"] <= -1.6, co
     assert 0.55 < result.report["overlap"] < 0.65  # SOURCE.md: 0.599
+    # 10 m pixels: an aircraft is a few pixels, and the detector (upsampling each block 100
+    # times in area) is not run
+    assert not result.report["detector"]["used"]
+    assert "detector.max_pixel_m" in result.report["detector"]["reason"]
 
 
 def _airbus(name):

@@ -64,8 +64,13 @@ class AircraftDetector:
     def detect(self, rgb: np.ndarray, *, threshold: float | None = None) -> np.ndarray:
         """(N, 5) boxes and scores of the aircraft in ``rgb`` ((H, W, 3), 0-255), pixels."""
         h, w = rgb.shape[:2]
-        x = np.asarray(rgb, np.float32).transpose(2, 0, 1) / np.float32(255.0) - np.float32(0.5)
-        x = np.pad(x, ((0, 0), (0, -h % 16), (0, -w % 16)))[None]
+        # the network's input, (1, 3, H, W) to multiples of 16, made in one array: rgb / 255
+        # - 0.5, and 0 (mid-grey) in the padding
+        x = np.zeros((1, 3, h + -h % 16, w + -w % 16), np.float32)
+        for k in range(3):
+            band = x[0, k, :h, :w]
+            np.multiply(rgb[..., k], np.float32(1 / 255.0), out=band, casting="unsafe")
+            band -= np.float32(0.5)
         maps = self.session.run(None, {"image": x})[0][0]
         boxes = decode(maps, threshold=self.threshold if threshold is None else threshold,
                        stride=self.stride)

@@ -60,13 +60,22 @@ def input_levels(ds, bands: list[int], nodata: float | None, *, side_px: int = 5
 def detector_picture(image: np.ndarray, valid: np.ndarray, levels, size: tuple[int, int]
                      ) -> np.ndarray:
     """(h, w, 3) float32 0-255 of a block (B, M, N) for the detector: the first three bands
-    (red, green, blue; one band repeated), scaled by ``levels`` (None: as is), nodata 0,
-    resampled to ``size`` (w, h) by pixel area."""
+    (red, green, blue; one band repeated), nodata 0, resampled to ``size`` (w, h) by pixel
+    area, then scaled by ``levels`` (None: as is) and clipped to 0-255.
+
+    The block is resampled in its own data type (OpenCV's: 8 and 16 bit integers, float32;
+    other types as float32) before anything else is done to it: at the detector's 1 m, a block
+    of 0.5 m pixels is a quarter of the pixels to scale.
+    """
     bands = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
-    # one float copy of the block, worked on in place: blocks are large, workers several
-    rgb = np.empty(bands.shape[1:] + (3,), np.float32)
-    for k in range(3):
-        rgb[..., k] = bands[k]
+    if bands.dtype not in (np.uint8, np.uint16, np.int16, np.float32):
+        bands = bands.astype(np.float32)
+    pixels = cv2.merge(list(bands))  # (M, N, 3), one copy in the block's type
+    full = bool(valid.all())
+    if not full:
+        pixels *= valid[..., None].astype(pixels.dtype)
+    interp = cv2.INTER_AREA if size[0] < pixels.shape[1] else cv2.INTER_LINEAR
+    rgb = cv2.resize(pixels, size, interpolation=interp).astype(np.float32, copy=False)
     if levels is not None:
         lo, hi = levels
         n = min(3, len(lo))
@@ -74,9 +83,10 @@ def detector_picture(image: np.ndarray, valid: np.ndarray, levels, size: tuple[i
         rgb -= lo3
         rgb *= (255.0 / (hi3 - lo3)).astype(np.float32)
         np.clip(rgb, 0.0, 255.0, out=rgb)
-    rgb[~valid] = 0.0
-    interp = cv2.INTER_AREA if size[0] < rgb.shape[1] else cv2.INTER_LINEAR
-    return cv2.resize(rgb, size, interpolation=interp)
+        if not full:  # nodata stays 0, whatever the stretch made of it
+            cover = cv2.resize(valid.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+            rgb[cover == 0] = 0.0
+    return rgb
 
 
 @dataclass(frozen=True)

@@ -48,13 +48,15 @@ class Judge:
         return self.recorder is not None or (self.model is not None and self.model.uses_detector)
 
     @classmethod
-    def from_config(cls, config: Config, *, recorder: list | None = None) -> Judge:
-        """The verifier of ``config`` (loaded through its checked loader), or a recorder."""
+    def from_config(cls, config: Config, *, recorder: list | None = None,
+                    detector: bool | None = None) -> Judge:
+        """The verifier of ``config`` (loaded through its checked loader), or a recorder;
+        ``detector`` says whether the detector runs (None: as ``config`` says)."""
         v = config.verifier
         if recorder is not None or not v.enabled:
             return cls(recorder=recorder)
         model = verifier.load_verifier(v.model)
-        if model.uses_detector and not config.detector.enabled:
+        if model.uses_detector and not (config.detector.enabled if detector is None else detector):
             return cls()  # a verifier of the detector's evidence, without it: the classical path
         return cls(model, v.threshold if v.threshold is not None else model.threshold)
 

@@ -250,6 +250,7 @@ class ReportModel(_Part):
     counts: dict[str, ChangeCounts]
     counts_by_zone: dict[str, dict[str, ChangeCounts]] | None = None
     detections: int
+    detector: dict[str, Any] | None = None
     config: RunSettings = RunSettings()
     config_digest: str | None = None
     timings_s: dict[str, float] = {}
