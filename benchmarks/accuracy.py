@@ -35,7 +35,13 @@ from pathlib import Path
 from pipeline.config import Config, load_config
 from pipeline.coreg.register import UNREGISTERED
 from pipeline.errors import PipelineError, RegistrationError
-from pipeline.evaluate import Score, load_features
+from pipeline.evaluate import (
+    ClassConfusion,
+    Score,
+    class_confusion,
+    format_confusion,
+    load_features,
+)
 from pipeline.run import coregister_pair, run_pair
 from pipeline.testing import synth
 from pipeline.testing.cases import (
@@ -87,6 +93,7 @@ class Row:
     error: str = ""
     fit: OffsetFit | None = None
     refused: bool = False
+    classes: ClassConfusion | None = None
 
     @property
     def name(self) -> str:
@@ -220,7 +227,9 @@ def _run_and_score(row: Row, before: Path, after: Path, out: Path, config: Confi
             _refused(row, before, after, config)  # run unregistered (--allow-unregistered)
         elif result.shift is not None:
             row.shift, row.quality = (result.shift.dx_px, result.shift.dy_px), result.shift.quality
-        row.scored = score_case(truth_features, load_features(out / "detections.geojson"))
+        found = load_features(out / "detections.geojson")
+        row.scored = score_case(truth_features, found)
+        row.classes = class_confusion(truth_features, found)
     finally:
         if not keep and out.exists():
             shutil.rmtree(out)
@@ -418,6 +427,11 @@ def main() -> None:
             print(summary([r for r in srows if r.group == difficulty], f"synthetic {difficulty}")
                   .splitlines()[0], flush=True)
         print(summary(srows, "synthetic"), flush=True)
+        # the synthetic truth names each aircraft's class (the real truth does not)
+        tables = [r.classes for r in srows if r.classes is not None]
+        if tables:
+            print("\nsynthetic pairs, " + format_confusion(sum(tables[1:], tables[0])),
+                  flush=True)
 
 
 if __name__ == "__main__":
