@@ -3,6 +3,7 @@ make candidates, where they land on the grid, and the features every candidate g
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -61,7 +62,7 @@ def test_with_sightings_appends_the_detector_features_or_nan_without_them():
     blob = Blob((0, 0, 40, 40), 1600, (120.0, 120.0), ((0, 0),) * 4, 20.0, 20.0, 400.0, 0.0,
                 5.0, 9.0)
     det = Detection(blob, "combat-jet", "aircraft", "disappeared", 5.0, 1.0, 10.0, 1.0)
-    found = [Candidate(det, False, np.zeros(3), None, source="detector"),
+    found = [Candidate(replace(det, found_by="detector"), False, np.zeros(3), None),
              Candidate(det, True, None, None)]
     s = _sightings([[100, 100, 140, 140, 0.9]], [])
     got = fusion.with_sightings(found, s)

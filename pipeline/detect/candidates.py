@@ -45,7 +45,6 @@ class Candidate:
     classical: bool
     features: np.ndarray | None
     rule: str | None
-    source: str = "difference"  # or "detector": an aircraft one image shows, the other not
 
 
 def blob_margin_px(config: Config, res_m: float) -> int:
@@ -373,8 +372,8 @@ def sighting_candidates(sources: tuple, sightings: list, *, scene: Scene, noise:
                             res_m=rules.res_m, chip_offset_px=chip.offset, rules=False)
         if det is None:
             continue
-        det = replace(det, change=s.change)
+        det = replace(det, change=s.change, found_by="detector")
         x = verifier.candidate_features(found, det, chip.before, chip.after, region, ring,
                                         score=chip.score, gain=chip.gain, res_m=rules.res_m,
                                         blob_sigma=rules.difference.blob_sigma)
-        yield [Candidate(det, False, x, None, source="detector")]
+        yield [Candidate(det, False, x, None)]

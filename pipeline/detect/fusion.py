@@ -234,9 +234,9 @@ class Sightings:
 
 def with_sightings(found: list, sightings: Sightings | None) -> list:
     """Each judged candidate's features with the detector's (:data:`DETECTOR_FEATURES`)
-    appended, and its detection with the detector's score at it in each image and where it
-    was found (``seen_before``, ``seen_after``, ``found_by``); NaN features without sightings
-    (the detector off: a verifier trained without them reads none of them)."""
+    appended, and its detection with the detector's score at it in each image
+    (``seen_before``, ``seen_after``; its ``found_by`` says where it was found); NaN features
+    without sightings (the detector off: a verifier trained without them reads none of them)."""
     out = []
     for c in found:
         if c.features is not None:
@@ -245,11 +245,11 @@ def with_sightings(found: list, sightings: Sightings | None) -> list:
             else:
                 b = c.det.blob
                 more = [*sightings.evidence(b.centroid_px, b.length_m, c.det.change),
-                        float(c.source == "detector")]
+                        float(c.det.found_by == "detector")]
                 hold, other = more[:2]
                 seen = (other, hold) if c.det.change == "appeared" else (hold, other)
                 c = replace(c, det=replace(c.det, seen_before=round(seen[0], 3),
-                                           seen_after=round(seen[1], 3), found_by=c.source))
+                                           seen_after=round(seen[1], 3)))
             c = replace(c, features=np.append(c.features, more))
         out.append(c)
     return out
