@@ -267,6 +267,10 @@ class DetectorConfig(_Strict):
     size_tolerance: float = Field(0.25, ge=0, description="two sightings whose box sides differ "
                                   "by more than this share are different aircraft (one replaced "
                                   "by another on the same stand)")
+    where: Literal["scene", "changes"] = Field("scene", description="scene: the detector looks "
+                                              "at every block whole; changes: only near the "
+                                              "change mask, within half the largest footprint "
+                                              "and 16 m of it")
     max_pixel_m: float = Field(2.0, gt=0, description="on imagery with coarser pixels the "
                                "detector is not run and the run goes on as with enabled false "
                                "(report.json says so): a 12 m aircraft is then under 6 pixels, "

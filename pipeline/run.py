@@ -11,6 +11,7 @@ previous ones made.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field, replace
@@ -244,7 +245,9 @@ def _detector_report(passes: _Passes, sighted: dict) -> dict:
     """report.json's ``detector``: whether the detector ran, why not, and what it saw."""
     d, run = passes.config.detector, passes.run
     if sighted:
-        return {"used": True, "resolution_m": d.resolution_m, "sightings": sighted}
+        counts = {k: v for k, v in sighted.items() if k != "looked_share"}
+        return {"used": True, "resolution_m": d.resolution_m, "where": d.where,
+                "looked_share": sighted["looked_share"], "sightings": counts}
     if not d.enabled:
         reason = "detector.enabled is false"
     elif run.detector is None:
@@ -286,11 +289,18 @@ def _detect(passes: _Passes, mask_path: Path, overview) -> tuple[list[Detection]
     if sightings is None:
         return detections, {}
     return detections, {"before": len(sightings.before), "after": len(sightings.after),
-                        "unpartnered": sum(map(len, seen.values()))}
+                        "unpartnered": sum(map(len, seen.values())),
+                        "looked_share": round(sighter.looked_share, 4)}
 
 
 def _core_key(core) -> tuple[int, int]:
     return int(core.row_off), int(core.col_off)
+
+
+#: with ``detector.where: changes``, the detector looks this far beyond half the largest
+#: footprint from where anything may have changed: the centre of an aircraft any part of
+#: which changed lies in its window, with some ground around it
+LOOK_CONTEXT_M = 16.0
 
 
 def _sighter(passes: _Passes) -> fusion.Sighter | None:
@@ -300,8 +310,10 @@ def _sighter(passes: _Passes) -> fusion.Sighter | None:
         return None
     levels = (fusion.input_levels(scene.b_ds, scene.b_bands, scene.nodata),
               fusion.input_levels(scene.a_ds, scene.a_bands, scene.nodata))
-    return fusion.Sighter(run.detector, scene.grid.mean_res_m,
-                          passes.config.detector.resolution_m, levels)
+    d, res = passes.config.detector, scene.grid.mean_res_m
+    reach = (None if d.where == "scene" else
+             math.ceil((0.5 * passes.config.max_footprint_m + LOOK_CONTEXT_M) / res))
+    return fusion.Sighter(run.detector, res, d.resolution_m, levels, reach)
 
 
 def _sightings(passes: _Passes, sighter: fusion.Sighter | None):

@@ -104,6 +104,49 @@ def test_sighter_resamples_to_the_detector_resolution_and_keeps_the_core_on_the_
     assert s.before[0, 2] - s.before[0, 0] == pytest.approx(40)  # 20 detector px = 40 grid px
 
 
+def test_sighter_looks_only_near_changes_when_told_and_finds_the_same_aircraft_there():
+    core, padded = Window(1000, 2000, 800, 800), Window(900, 1900, 1000, 1000)
+    b = np.zeros((3, 1000, 1000), np.uint8)
+    b[:, 150:154, 250:254] = 255  # an aircraft in the core: grid (1151.5, 2051.5)
+    ok = np.ones((1000, 1000), bool)
+    changed = np.zeros((1000, 1000), bool)
+    whole = Sighter(_FakeDetector(), res_m=0.5, resolution_m=1.0, levels=(None, None))
+    whole.sight((core, padded), b, ok, b, ok, changed)
+    near = Sighter(_FakeDetector(), 0.5, 1.0, (None, None), reach_px=40)
+    near.sight((core, padded), b, ok, b, ok, changed)  # nothing changed: nothing looked at
+    assert near.detector.sizes == [] and near.looked_share == 0.0
+    changed[160:170, 260:270] = True  # beside the aircraft
+    near.sight((core, padded), b, ok, b, ok, changed)
+    assert len(near.detector.sizes) == 2 and near.looked_share < 0.1
+    kw = dict(threshold=None, partner_share=0.5, size_tolerance=0.25)
+    np.testing.assert_allclose(near.sightings(**kw).before, whole.sightings(**kw).before)
+    assert whole.looked_share == 1.0
+
+
+def test_look_windows_hold_each_change_with_its_reach_apart_or_merged():
+    changed = np.zeros((1000, 1000), bool)
+    assert fusion.look_windows(changed, 40) == []
+    changed[100:110, 100:110] = True
+    changed[700:720, 800:810] = True
+    looks = fusion.look_windows(changed, 40)
+    assert len(looks) == 2
+    for rows, cols in looks:  # cells of 16 px: each window holds its change and 40 px around
+        inside = changed[rows, cols]
+        assert inside.any()
+        r, c = np.nonzero(inside)
+        assert r.min() >= 40 and c.min() >= 40
+        assert rows.stop - rows.start <= 10 + 2 * 40 + 2 * 16 + 20
+    # two changes whose reaches overlap: one window (no aircraft sighted twice)
+    changed[100:110, 200:210] = True
+    assert len(fusion.look_windows(changed, 40)) == 2
+    # groups apart whose boxes overlap (an L beside a dot in its crook) are merged too
+    assert fusion._disjoint([(0, 0, 10, 3), (7, 0, 10, 10), (4, 5, 6, 7), (20, 20, 22, 22)]) \
+        == [(0, 0, 10, 10), (20, 20, 22, 22)]
+    # changes all over: the whole block
+    changed[::100, ::100] = True
+    assert fusion.look_windows(changed, 40) == [(slice(0, 1000), slice(0, 1000))]
+
+
 def test_input_levels_stretch_other_than_8_bit_data(tmp_path):
     import rasterio
     from rasterio.transform import from_origin

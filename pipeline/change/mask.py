@@ -22,9 +22,10 @@ from .radiometry import comparable, normalise
 #: valid), e.g. to paste it into the report's overview pictures
 BlockObserver = Callable[[Window, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
 #: called with each block as read, margin and all: ((core, padded) windows, before, before
-#: valid, after, after valid), e.g. to run the aircraft detector on it
-BlockSighter = Callable[[tuple[Window, Window], np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-                        None]
+#: valid, after, after valid, and the block's change mask, margin and all), e.g. to run the
+#: aircraft detector
+BlockSighter = Callable[[tuple[Window, Window], np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                         np.ndarray], None]
 
 
 def mask_block(readers: tuple, windows: tuple[Window, Window], *, scene: Scene,
@@ -57,16 +58,18 @@ def mask_block(readers: tuple, windows: tuple[Window, Window], *, scene: Scene,
     if observe is not None:
         with watch.stage("report_images"):
             observe(core, b[(slice(None),) + sl], vb[sl], a[(slice(None),) + sl], va[sl])
-    if sight is not None:
-        with watch.stage("detector"):
-            sight(windows, b, vb, a, va)
     with watch.stage("difference"):
         valid = vb & va
-        b, a = comparable(b, a)
-        mask = block_change_mask(b, normalise(a, noise.radiometry, padded), valid, noise.unit,
-                                 res_m=scene.res_m, cfg=config.difference, noise=noise.local,
+        nb, na = comparable(b, a)
+        mask = block_change_mask(nb, normalise(na, noise.radiometry, padded), valid,
+                                 noise.unit, res_m=scene.res_m, cfg=config.difference,
+                                 noise=noise.local,
                                  origin=(int(padded.row_off), int(padded.col_off)),
                                  structure_unit=noise.structure_unit)
+        del nb, na
         out = mask[sl].astype(np.uint8)
         out[~valid[sl]] = rio.MaskWriter.NODATA
+    if sight is not None:
+        with watch.stage("detector"):
+            sight(windows, b, vb, a, va, mask)
     return out

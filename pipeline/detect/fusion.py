@@ -89,6 +89,54 @@ def detector_picture(image: np.ndarray, valid: np.ndarray, levels, size: tuple[i
     return rgb
 
 
+#: side (grid pixels) of the cells in which :class:`Sighter` gathers where to look
+LOOK_CELL_PX = 16
+#: above this share of a block, the detector looks at the whole block (one call is cheaper)
+LOOK_WHOLE_SHARE = 0.6
+
+
+def look_windows(changed: np.ndarray, reach_px: int, *, cell_px: int = LOOK_CELL_PX,
+                 whole_share: float = LOOK_WHOLE_SHARE) -> list[tuple[slice, slice]]:
+    """Where in a block the detector looks: the boxes of the groups of ``cell_px`` cells within
+    ``reach_px`` of a changed pixel, clipped to the block; the whole block when they cover more
+    than ``whole_share`` of it; none when nothing changed."""
+    h, w = changed.shape
+    if not changed.any():
+        return []
+    cells = np.zeros((-(-h // cell_px) * cell_px, -(-w // cell_px) * cell_px), bool)
+    cells[:h, :w] = changed
+    cells = cells.reshape(cells.shape[0] // cell_px, cell_px, -1, cell_px).any(axis=(1, 3))
+    k = 2 * math.ceil(reach_px / cell_px) + 1
+    grown = cv2.dilate(cells.view(np.uint8), np.ones((k, k), np.uint8))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
+    boxes = _disjoint([(int(y), int(x), int(y + hh), int(x + ww)) for x, y, ww, hh, _ in stats[1:]])
+    area = sum((r1 - r0) * (c1 - c0) for r0, c0, r1, c1 in boxes) * cell_px ** 2
+    if area > whole_share * h * w:
+        return [(slice(0, h), slice(0, w))]
+    return [(slice(r0 * cell_px, min(h, r1 * cell_px)), slice(c0 * cell_px, min(w, c1 * cell_px)))
+            for r0, c0, r1, c1 in boxes]
+
+
+def _disjoint(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Boxes (r0, c0, r1, c1) with the overlapping ones replaced by their union, until none
+    overlaps (an aircraft in two would be sighted twice)."""
+    boxes = list(boxes)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                p, q = boxes[i], boxes[j]
+                if p[0] < q[2] and q[0] < p[2] and p[1] < q[3] and q[1] < p[3]:
+                    boxes[i] = (min(p[0], q[0]), min(p[1], q[1]), max(p[2], q[2]), max(p[3], q[3]))
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return sorted(boxes)
+
+
 @dataclass(frozen=True)
 class Sighter:
     """Runs the detector on each block pass 1 reads, and collects what it sees.
@@ -102,36 +150,67 @@ class Sighter:
         Pixel size the detector sees (``detector.resolution_m``).
     levels : (before, after)
         :func:`input_levels` of each image.
+    reach_px : int or None
+        None: the detector looks at every block whole (``detector.where: scene``). Else it
+        looks only within this far of the block's change mask (``where: changes``):
+        :func:`look_windows`.
     """
 
     detector: AircraftDetector
     res_m: float
     resolution_m: float
     levels: tuple
+    reach_px: int | None = None
     found: list = field(default_factory=list, compare=False)
+    looked: list = field(default_factory=list, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
 
     def sight(self, windows: tuple[Window, Window], b: np.ndarray, vb: np.ndarray,
-              a: np.ndarray, va: np.ndarray) -> None:
+              a: np.ndarray, va: np.ndarray, changed: np.ndarray | None = None) -> None:
         """The sightings of both images in one block (read in its padded window) whose centre
-        lies in its core, kept in grid pixels."""
+        lies in its core, kept in grid pixels; ``changed``: the block's change mask."""
         core, padded = windows
         h, w = vb.shape
+        if self.reach_px is None or changed is None:
+            looks = [(slice(0, h), slice(0, w))]
+        else:
+            looks = look_windows(changed, self.reach_px)
+        out = [[], []]
+        for rows, cols in looks:
+            window = Window(padded.col_off + cols.start, padded.row_off + rows.start,
+                            cols.stop - cols.start, rows.stop - rows.start)
+            for k, (image, valid, levels) in enumerate(((b, vb, self.levels[0]),
+                                                        (a, va, self.levels[1]))):
+                boxes = self._boxes(image[:, rows, cols], valid[rows, cols], levels, window)
+                cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+                inside = ((cx >= core.col_off) & (cx < core.col_off + core.width)
+                          & (cy >= core.row_off) & (cy < core.row_off + core.height))
+                out[k].append(boxes[inside])
+        empty = np.zeros((0, 5), np.float32)
+        found = tuple(np.concatenate(o) if o else empty for o in out)
+        looked = sum((r.stop - r.start) * (c.stop - c.start) for r, c in looks)
+        with self._lock:
+            self.found.append(found)
+            self.looked.append((looked, h * w))
+
+    def _boxes(self, image: np.ndarray, valid: np.ndarray, levels, window: Window
+               ) -> np.ndarray:
+        """The detector's boxes in one image's ``window`` (arrays of it), in grid pixels."""
+        h, w = valid.shape
         scale = self.res_m / self.resolution_m
         size = (max(16, round(w * scale)), max(16, round(h * scale)))
         fx, fy = w / size[0], h / size[1]
-        out = []
-        for image, valid, levels in ((b, vb, self.levels[0]), (a, va, self.levels[1])):
-            boxes = self.detector.detect(detector_picture(image, valid, levels, size),
-                                         threshold=EVIDENCE_SCORE)
-            boxes[:, [0, 2]] = boxes[:, [0, 2]] * fx + padded.col_off
-            boxes[:, [1, 3]] = boxes[:, [1, 3]] * fy + padded.row_off
-            cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-            inside = ((cx >= core.col_off) & (cx < core.col_off + core.width)
-                      & (cy >= core.row_off) & (cy < core.row_off + core.height))
-            out.append(boxes[inside])
-        with self._lock:
-            self.found.append(tuple(out))
+        boxes = self.detector.detect(detector_picture(image, valid, levels, size),
+                                     threshold=EVIDENCE_SCORE)
+        boxes[:, [0, 2]] = boxes[:, [0, 2]] * fx + window.col_off
+        boxes[:, [1, 3]] = boxes[:, [1, 3]] * fy + window.row_off
+        return boxes
+
+    @property
+    def looked_share(self) -> float:
+        """The share of the blocks' padded pixels the detector looked at."""
+        seen = np.asarray(self.looked or [(0, 1)], np.float64)
+        return float(seen[:, 0].sum() / max(seen[:, 1].sum(), 1.0))
 
     def sightings(self, *, threshold: float | None, partner_share: float,
                   size_tolerance: float) -> Sightings:
