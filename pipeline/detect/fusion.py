@@ -108,13 +108,14 @@ def look_windows(changed: np.ndarray, reach_px: int, *, cell_px: int = LOOK_CELL
     cells = cells.reshape(cells.shape[0] // cell_px, cell_px, -1, cell_px).any(axis=(1, 3))
     k = 2 * math.ceil(reach_px / cell_px) + 1
     grown = cv2.dilate(cells.view(np.uint8), np.ones((k, k), np.uint8))
-    n, _, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
-    boxes = _disjoint([(int(y), int(x), int(y + hh), int(x + ww)) for x, y, ww, hh, _ in stats[1:]])
+    stats = cv2.connectedComponentsWithStats(grown, connectivity=8)[2]
+    boxes = _disjoint([(int(y), int(x), int(y + hh), int(x + ww))
+                       for x, y, ww, hh, _ in stats[1:]])
     area = sum((r1 - r0) * (c1 - c0) for r0, c0, r1, c1 in boxes) * cell_px ** 2
     if area > whole_share * h * w:
         return [(slice(0, h), slice(0, w))]
-    return [(slice(r0 * cell_px, min(h, r1 * cell_px)), slice(c0 * cell_px, min(w, c1 * cell_px)))
-            for r0, c0, r1, c1 in boxes]
+    return [(slice(r0 * cell_px, min(h, r1 * cell_px)),
+             slice(c0 * cell_px, min(w, c1 * cell_px))) for r0, c0, r1, c1 in boxes]
 
 
 def _disjoint(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
@@ -128,7 +129,8 @@ def _disjoint(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, in
             for j in range(i + 1, len(boxes)):
                 p, q = boxes[i], boxes[j]
                 if p[0] < q[2] and q[0] < p[2] and p[1] < q[3] and q[1] < p[3]:
-                    boxes[i] = (min(p[0], q[0]), min(p[1], q[1]), max(p[2], q[2]), max(p[3], q[3]))
+                    boxes[i] = (min(p[0], q[0]), min(p[1], q[1]),
+                                max(p[2], q[2]), max(p[3], q[3]))
                     del boxes[j]
                     merged = True
                     break
