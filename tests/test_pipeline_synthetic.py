@@ -81,13 +81,10 @@ def _write(pair, folder):
 @pytest.mark.parametrize("seed, difficulty", [
     # a dark helicopter leaves the apron by a strip of grass; cut to its sharp core (fringe
     # and shadow off) it measures 8.6 x 5.8 m and fits no class, so it is measured again
-    # without its shadow only (14.7 x 12.1 m): an aircraft. Since the verifier weighs the
-    # aircraft detector's evidence it drops it again: the detector does not see this dark
-    # Ka-52 (no sighting near it) and the verifier scores it below its threshold (a known loss:
-    # the synthetic suite's easy F1 is 0.977 for it)
-    pytest.param(2, "easy", marks=pytest.mark.xfail(
-        strict=True, reason="the detector barely sees this dark Ka-52; the fused verifier "
-        "drops it")),
+    # without its shadow only (14.7 x 12.1 m): an aircraft. The detector barely sees this
+    # dark Ka-52; the verifier trained on the int8 detector's evidence keeps it (the one
+    # trained on the float detector's had dropped it)
+    (2, "easy"),
     # an airliner as grey as the apron arrives: its blob is 80 % its shadow, which touches no
     # static structure, so it is the shadow of an object that came, not a moved one
     (0, "hard"),
@@ -115,28 +112,40 @@ def test_synthetic_shift_recovered_within_tenth_pixel_and_no_change_gives_no_det
 
 @pytest.mark.slow
 def test_after_in_another_crs_and_pixel_size_lands_on_before_grid(tmp_path):
-    pair = synth.make_pair(seed=12, size_px=1024, shift_px=(1.7, -2.2), scenario="random")
-    _write(pair, tmp_path)
-    src = tmp_path / "after.tif"
-    dst = tmp_path / "after_3857.tif"
-    with rasterio.open(src) as ds:
-        transform, width, height = calculate_default_transform(
-            ds.crs, "EPSG:3857", ds.width, ds.height, *ds.bounds, resolution=0.65)
-        profile = ds.profile | {"crs": "EPSG:3857", "transform": transform, "width": width,
-                                "height": height}
-        with rasterio.open(dst, "w", **profile) as out:
-            for b in range(1, ds.count + 1):
-                reproject(rasterio.band(ds, b), rasterio.band(out, b), resampling=Resampling.cubic)
-    result = run_pair(tmp_path / "before.tif", dst, tmp_path / "out")
-    assert result.report["inputs"]["after"]["crs"] == "EPSG:3857"
-    co = result.report["coregistration"]
-    assert abs(co["shift_x_px"] - 1.7) < 0.15 and abs(co["shift_y_px"] + 2.2) < 0.15, co
-    # as good as the pair on one grid (seed 12 is none of the verifier's training scenes)
-    run_pair(tmp_path / "before.tif", src, tmp_path / "native")
-    native = _scores(tmp_path / "truth.geojson", tmp_path / "native" / "detections.geojson")
-    other = _scores(tmp_path / "truth.geojson", tmp_path / "out" / "detections.geojson")
-    assert native[("all", "all")].f1 >= 0.9
-    assert other[("all", "all")].f1 >= native[("all", "all")].f1 - 0.05, (other, native)
+    """AFTER reprojected to Web Mercator at 0.65 m (cubic) finds what the pair on one grid
+    finds, within 0.05 of its F1 over two scenes (seeds 12 and 13: none of the verifier's
+    training scenes; one scene alone holds 7 objects, and an aircraft the verifier scores at
+    its threshold may fall either side of it after resampling)."""
+    native, other = [], []
+    for seed in (12, 13):
+        folder = tmp_path / str(seed)
+        pair = synth.make_pair(seed=seed, size_px=1024, shift_px=(1.7, -2.2), scenario="random")
+        _write(pair, folder)
+        src = folder / "after.tif"
+        dst = folder / "after_3857.tif"
+        with rasterio.open(src) as ds:
+            transform, width, height = calculate_default_transform(
+                ds.crs, "EPSG:3857", ds.width, ds.height, *ds.bounds, resolution=0.65)
+            profile = ds.profile | {"crs": "EPSG:3857", "transform": transform, "width": width,
+                                    "height": height}
+            with rasterio.open(dst, "w", **profile) as out:
+                for b in range(1, ds.count + 1):
+                    reproject(rasterio.band(ds, b), rasterio.band(out, b),
+                              resampling=Resampling.cubic)
+        result = run_pair(folder / "before.tif", dst, folder / "out")
+        assert result.report["inputs"]["after"]["crs"] == "EPSG:3857"
+        co = result.report["coregistration"]
+        assert abs(co["shift_x_px"] - 1.7) < 0.15 and abs(co["shift_y_px"] + 2.2) < 0.15, co
+        run_pair(folder / "before.tif", src, folder / "native")
+        native.append(_scores(folder / "truth.geojson", folder / "native" / "detections.geojson"))
+        other.append(_scores(folder / "truth.geojson", folder / "out" / "detections.geojson"))
+
+    def f1(scores):
+        tp, fp, fn = (sum(getattr(s[("all", "all")], k) for s in scores)
+                      for k in ("tp", "fp", "fn"))
+        return 2 * tp / max(1, 2 * tp + fp + fn)
+    assert f1(native) >= 0.9
+    assert f1(other) >= f1(native) - 0.05, (other, native)
 
 
 def test_command_line_and_eval_on_the_sample(sample_pair, tmp_path):
