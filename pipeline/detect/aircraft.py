@@ -69,7 +69,7 @@ class AircraftDetector:
         x = np.zeros((1, 3, h + -h % 16, w + -w % 16), np.float32)
         for k in range(3):
             band = x[0, k, :h, :w]
-            np.multiply(rgb[..., k], np.float32(1 / 255.0), out=band, casting="unsafe")
+            np.divide(rgb[..., k], np.float32(255.0), out=band, casting="unsafe")
             band -= np.float32(0.5)
         maps = self.session.run(None, {"image": x})[0][0]
         boxes = decode(maps, threshold=self.threshold if threshold is None else threshold,
