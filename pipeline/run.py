@@ -261,7 +261,7 @@ def _detector_report(passes: _Passes, sighted: dict) -> dict:
 def _detect(passes: _Passes, mask_path: Path, overview) -> tuple[list[Detection], dict]:
     """Pass 1 writes the change mask to ``mask_path`` (and fills ``overview``); pass 2 finds
     the detections in it, in block order. Also returns the detector's sighting counts
-    (``before``, ``after``, ``unpartnered``; empty when it did not run)."""
+    (``before``, ``after``, ``unpartnered``) and ``looked_share``; empty when it did not run."""
     grid, config = passes.scene.grid, passes.config
     block = config.processing.block_px
     pass1 = list(rio.block_windows(grid.width, grid.height, block,
