@@ -136,7 +136,8 @@ def test_look_windows_hold_each_change_with_its_reach_apart_or_merged():
         r, c = np.nonzero(inside)
         assert r.min() >= 40 and c.min() >= 40
         assert rows.stop - rows.start <= 10 + 2 * 40 + 2 * 16 + 20
-    # two changes whose reaches overlap: one window (no aircraft sighted twice)
+    # two changes whose reaches overlap share one window (no aircraft sighted twice), beside
+    # the far change's
     changed[100:110, 200:210] = True
     assert len(fusion.look_windows(changed, 40)) == 2
     # groups apart whose boxes overlap (an L beside a dot in its crook) are merged too
