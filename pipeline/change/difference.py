@@ -467,15 +467,27 @@ def _regions_of(mask: np.ndarray, cell_px: int = 16, max_regions: int = 64
     """Rectangles that hold every set pixel of ``mask``: the boxes of the connected groups of
     ``cell_px`` cells holding some (much cheaper than the pixels' own components), or the whole
     array when the groups are many or cover much of it."""
-    h, w = mask.shape
-    cells = np.zeros((-(-h // cell_px) * cell_px, -(-w // cell_px) * cell_px), np.uint8)
-    cells[:h, :w] = mask
-    cells = cells.reshape(cells.shape[0] // cell_px, cell_px, -1, cell_px).any(axis=(1, 3))
-    n, _, stats, _ = cv2.connectedComponentsWithStats(cells.view(np.uint8), connectivity=8)
-    if n - 1 > max_regions or stats[1:, cv2.CC_STAT_AREA].sum() > cells.size // 4:
+    stats, n_cells = cell_groups(mask, cell_px)
+    if len(stats) > max_regions or stats[:, cv2.CC_STAT_AREA].sum() > n_cells // 4:
         return [(slice(None), slice(None))]
     return [(slice(int(y) * cell_px, int(y + hh) * cell_px),
-             slice(int(x) * cell_px, int(x + ww) * cell_px)) for x, y, ww, hh, _ in stats[1:]]
+             slice(int(x) * cell_px, int(x + ww) * cell_px)) for x, y, ww, hh, _ in stats]
+
+
+def cell_groups(mask: np.ndarray, cell_px: int, *, grow_cells: int = 0
+                ) -> tuple[np.ndarray, int]:
+    """The connected groups (8-neighbours) of the ``cell_px`` cells of ``mask`` holding a set
+    pixel, each cell grown by ``grow_cells`` cells first: OpenCV's component stats of each
+    group, (G, 5) x, y, width, height (cells) and area (cells), and the count of cells."""
+    h, w = mask.shape
+    cells = np.zeros((-(-h // cell_px) * cell_px, -(-w // cell_px) * cell_px), bool)
+    cells[:h, :w] = mask
+    cells = cells.reshape(cells.shape[0] // cell_px, cell_px, -1, cell_px).any(axis=(1, 3))
+    cells = cells.view(np.uint8)
+    if grow_cells > 0:
+        cells = cv2.dilate(cells, np.ones((2 * grow_cells + 1,) * 2, np.uint8))
+    stats = cv2.connectedComponentsWithStats(cells, connectivity=8)[2]
+    return stats[1:], cells.size
 
 
 def _may_seed(diffs: list[np.ndarray], valid: np.ndarray, noise: LocalNoise,

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from rasterio.windows import Window
 
+from ..change.difference import cell_groups
 from .aircraft import AircraftDetector
 
 #: least score a sighting is kept with: the evidence that the other image holds something there
@@ -103,14 +104,8 @@ def look_windows(changed: np.ndarray, reach_px: int, *, cell_px: int = LOOK_CELL
     h, w = changed.shape
     if not changed.any():
         return []
-    cells = np.zeros((-(-h // cell_px) * cell_px, -(-w // cell_px) * cell_px), bool)
-    cells[:h, :w] = changed
-    cells = cells.reshape(cells.shape[0] // cell_px, cell_px, -1, cell_px).any(axis=(1, 3))
-    k = 2 * math.ceil(reach_px / cell_px) + 1
-    grown = cv2.dilate(cells.view(np.uint8), np.ones((k, k), np.uint8))
-    stats = cv2.connectedComponentsWithStats(grown, connectivity=8)[2]
-    boxes = _disjoint([(int(y), int(x), int(y + hh), int(x + ww))
-                       for x, y, ww, hh, _ in stats[1:]])
+    stats, _ = cell_groups(changed, cell_px, grow_cells=math.ceil(reach_px / cell_px))
+    boxes = _disjoint([(int(y), int(x), int(y + hh), int(x + ww)) for x, y, ww, hh, _ in stats])
     area = sum((r1 - r0) * (c1 - c0) for r0, c0, r1, c1 in boxes) * cell_px ** 2
     if area > whole_share * h * w:
         return [(slice(0, h), slice(0, w))]
