@@ -185,7 +185,7 @@ def _run_pair_into(out: Path, before, after, config: Config, run: _Run) -> PairR
         overview = pictures.Overview(scene.grid, pictures.picture_grid(scene.grid, max(
             256, (config.output.overlay_max_px - PANEL_GAP_PX) // 2)),
             len(scene.b_bands), len(scene.a_bands))
-        found, sighted = _detect(passes, out / "change_mask.tif", overview)
+        found, sighted, screened = _detect(passes, out / "change_mask.tif", overview)
         detections = settle(found, scene.grid.res_m, config)
         detections = launcher_zone_categories(detections, scene.grid, config.launcher_zones)
         with watch.stage("report_images"):
@@ -195,6 +195,7 @@ def _run_pair_into(out: Path, before, after, config: Config, run: _Run) -> PairR
                 open_readers=partial(scene.open_aligned, registration.offset))
         result_report = model.pair_report(scene, registration, noise, detections, config)
         result_report["detector"] = _detector_report(passes, sighted)
+        result_report["screen"] = screened
     with watch.stage("write_outputs"):
         files = {}
         name = "detections_px.geojson" if scene.grid.pixel_frame else "detections.geojson"
@@ -258,10 +259,12 @@ def _detector_report(passes: _Passes, sighted: dict) -> dict:
     return {"used": False, "reason": reason}
 
 
-def _detect(passes: _Passes, mask_path: Path, overview) -> tuple[list[Detection], dict]:
+def _detect(passes: _Passes, mask_path: Path, overview) -> tuple[list[Detection], dict, dict]:
     """Pass 1 writes the change mask to ``mask_path`` (and fills ``overview``); pass 2 finds
     the detections in it, in block order. Also returns the detector's sighting counts
-    (``before``, ``after``, ``unpartnered``) and ``looked_share``; empty when it did not run."""
+    (``before``, ``after``, ``unpartnered``) and ``looked_share`` (empty when it did not run),
+    and report.json's ``screen``: ``difference.screen`` and the share of pass 1's pixels it
+    kept."""
     grid, config = passes.scene.grid, passes.config
     block = config.processing.block_px
     pass1 = list(rio.block_windows(grid.width, grid.height, block,
@@ -271,8 +274,8 @@ def _detect(passes: _Passes, mask_path: Path, overview) -> tuple[list[Detection]
     writer = rio.MaskWriter(mask_path, grid)
     sighter = _sighter(passes)
     try:
-        changed = _mask_pass(passes, pass1, writer, overview, sighter,
-                             total=len(pass1) + len(pass2))
+        changed, looked = _mask_pass(passes, pass1, writer, overview, sighter,
+                                     total=len(pass1) + len(pass2))
         writer.flush()
         sightings, seen = _sightings(passes, sighter)
         # pass 2 only where a blob can start or a sighting lies: most of a large real scene
@@ -286,11 +289,12 @@ def _detect(passes: _Passes, mask_path: Path, overview) -> tuple[list[Detection]
     except BaseException:
         writer.abort()
         raise
+    screened = {"share": config.difference.screen, "looked_share": round(looked, 4)}
     if sightings is None:
-        return detections, {}
+        return detections, {}, screened
     return detections, {"before": len(sightings.before), "after": len(sightings.after),
                         "unpartnered": sum(map(len, seen.values())),
-                        "looked_share": round(sighter.looked_share, 4)}
+                        "looked_share": round(sighter.looked_share, 4)}, screened
 
 
 def _core_key(core) -> tuple[int, int]:
@@ -334,9 +338,10 @@ def _sightings(passes: _Passes, sighter: fusion.Sighter | None):
 
 
 def _mask_pass(passes: _Passes, blocks: list, writer, overview, sighter, *, total: int
-               ) -> set[tuple[int, int]]:
+               ) -> tuple[set[tuple[int, int]], float]:
     """Pass 1: each block's change mask written (and the detector's sightings made); the
-    (row, col) offsets of the cores with a pixel of change returned."""
+    (row, col) offsets of the cores with a pixel of change returned, and the share of the
+    blocks' pixels (margins included) the screen kept for the mask's full arithmetic."""
     def job(windows, readers):
         return mask_block(readers, windows, scene=passes.scene, noise=passes.noise,
                           config=passes.config, watch=passes.run.watch,
@@ -346,12 +351,16 @@ def _mask_pass(passes: _Passes, blocks: list, writer, overview, sighter, *, tota
 
     changed: set[tuple[int, int]] = set()
     pool = passes.pool()
-    for i, (core, mask) in enumerate(pool.map(job, stripes(blocks, passes.stripe_px))):
+    looked = 0.0
+    for i, (core, (mask, looked_px)) in enumerate(pool.map(job, stripes(blocks,
+                                                                        passes.stripe_px))):
+        looked += looked_px
         writer.write(core, mask)
         if (mask == 1).any():
             changed.add((int(core.row_off), int(core.col_off)))
         passes.progress(i + 1, total)
-    return changed
+    padded = sum(int(w.width) * int(w.height) for _, w in blocks)
+    return changed, looked / max(padded, 1)
 
 
 def _find_pass(passes: _Passes, blocks: list, writer, sighted, *, done: int

@@ -16,6 +16,7 @@ from pipeline.change.difference import (
     change_score,
     local_radius_px,
     mask_reach_px,
+    screened_change_mask,
     shadow_change,
     smooth,
     structure_score,
@@ -307,3 +308,52 @@ def test_quiet_block_stops_before_the_local_gain_is_counted(scene, monkeypatch):
     changed[:, 200:240, 200:260] += 40
     mask = block_change_mask(before, changed, valid, sigma, res_m=0.5, cfg=cfg, noise=noise)
     assert counted and mask[205:235, 205:255].mean() > 0.9
+
+
+@pytest.mark.parametrize("hole", [False, True])
+@pytest.mark.parametrize("local, unit", [(False, None), (True, None), (True, 3.0)])
+def test_screened_mask_equals_the_whole_array_mask(scene, hole, local, unit):
+    # the cascade's screen: the mask computed only in windows around the 2 m cells that may
+    # hold a seed gives the whole-array mask, and looks at part of the scene only
+    before, after = scene
+    # the synthetic scene is dense with changes (the screen would keep it whole): only a
+    # quarter of it changes here
+    after = before.copy()
+    after[:, 150:350, 150:350] = scene[1][:, 150:350, 150:350]
+    valid = np.ones(before.shape[1:], bool)
+    if hole:
+        valid[100:180, 300:420] = False
+    cfg = DifferenceConfig(local_noise_m=10 if local else 0, screen=0.75)
+    sigma = np.float32([6.0, 5.5, 7.0])
+    noise = (LocalNoise((6.0, 5.5, 7.0), (2.0, 2.0, 2.0), 1.0, local_radius_px(cfg, 0.5), 0.5,
+                        (0.5, 3.0)) if local else None)
+    score = change_score(before, after, valid, sigma, smoothing_px=cfg.smoothing_px,
+                         tolerance_px=cfg.tolerance_px, noise=noise)
+    structure = None if unit is None else structure_score(
+        [smooth(x, cfg.smoothing_px) for x in before], [smooth(x, cfg.smoothing_px) for x in after],
+        unit, cfg.tolerance_px)
+    whole = change_mask(score, valid, 0.5, cfg, shadow=shadow_change(before, after),
+                        structure=structure)
+    assert whole.sum() > 200
+    screened = screened_change_mask(before, after, valid, sigma, res_m=0.5, cfg=cfg,
+                                    noise=noise, structure_unit=unit)
+    np.testing.assert_array_equal(screened.mask, whole)
+    assert 0 < screened.looked_share < 0.6
+
+
+def test_screen_skips_a_block_of_noise_and_keeps_a_faint_object():
+    rng = np.random.default_rng(4)
+    before = rng.normal(100, 2, (3, 400, 400)).astype(np.float32)
+    after = before + rng.normal(0, 2, before.shape).astype(np.float32)
+    valid = np.ones((400, 400), bool)
+    cfg = DifferenceConfig(local_noise_m=0)
+    sigma = np.float32([2.0, 2.0, 2.0])
+    quiet = screened_change_mask(before, after, valid, sigma, res_m=0.5, cfg=cfg)
+    assert quiet.looked_share == 0 and not quiet.mask.any()
+    # a 3 x 6 m object just above the seed threshold (5 sigmas), off the cells' lattice
+    after[:, 201:213, 151:157] += 5.5 * 2 * np.sqrt(2)
+    full = screened_change_mask(before, after, valid, sigma, res_m=0.5, cfg=cfg, screened=False)
+    faint = screened_change_mask(before, after, valid, sigma, res_m=0.5, cfg=cfg)
+    assert full.mask[201:213, 151:157].mean() > 0.5
+    np.testing.assert_array_equal(faint.mask, full.mask)
+    assert 0 < faint.looked_share < 0.2

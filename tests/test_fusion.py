@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from rasterio.windows import Window
 
+from pipeline.change.difference import disjoint
 from pipeline.detect import fusion, verifier
 from pipeline.detect.fusion import Sighter, Sightings
 
@@ -141,7 +142,7 @@ def test_look_windows_hold_each_change_with_its_reach_apart_or_merged():
     changed[100:110, 200:210] = True
     assert len(fusion.look_windows(changed, 40)) == 2
     # groups apart whose boxes overlap (an L beside a dot in its crook) are merged too
-    assert fusion._disjoint([(0, 0, 10, 3), (7, 0, 10, 10), (4, 5, 6, 7), (20, 20, 22, 22)]) \
+    assert disjoint([(0, 0, 10, 3), (7, 0, 10, 10), (4, 5, 6, 7), (20, 20, 22, 22)]) \
         == [(0, 0, 10, 10), (20, 20, 22, 22)]
     # changes all over: the whole block
     changed[::100, ::100] = True

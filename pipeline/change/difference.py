@@ -9,6 +9,7 @@ when its value lies outside the range of the other image's neighbourhood, in bot
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -185,6 +186,14 @@ class _CellGain:
         (oy, ox), (m, n) = self.offset, self.shape
         grown = np.repeat(np.repeat(values, self.cell, axis=0), self.cell, axis=1)
         return grown[oy:oy + m, ox:ox + n]
+
+    def window(self, rows: slice, cols: slice) -> _CellGain:
+        """The gain of the pixels of a window (two slices with starts) of the array."""
+        (oy, ox), cell = self.offset, self.cell
+        y, x = oy + rows.start, ox + cols.start
+        m, n = rows.stop - rows.start, cols.stop - cols.start
+        gain = self.gain[y // cell:-(-(y + m) // cell), x // cell:-(-(x + n) // cell)]
+        return _CellGain(gain, cell, (y % cell, x % cell), (m, n))
 
     def at(self, flat: np.ndarray) -> np.ndarray:
         """The gain at the pixels of flat indexes ``flat``."""
@@ -524,20 +533,228 @@ def block_change_mask(before: np.ndarray, after: np.ndarray, valid: np.ndarray, 
     (the only ones it can remove), with the margin its correlation window needs. The result is
     the whole-array one: the same arithmetic at every pixel that counts.
     """
+    return screened_change_mask(before, after, valid, sigma, res_m=res_m, cfg=cfg, noise=noise,
+                                origin=origin, structure_unit=structure_unit,
+                                screened=False).mask
+
+
+#: side (metres) of the screen's cells: small enough that an object of the smallest class
+#: covers a whole cell or most of two
+SCREEN_CELL_M = 2.0
+#: side (pixels) of the cells the screen's windows are gathered in
+WINDOW_CELL_PX = 16
+#: above this share of a block, the screened mask is computed on the whole block
+WINDOW_WHOLE_SHARE = 0.6
+
+
+@dataclass(frozen=True)
+class Screened:
+    """A block's change mask from :func:`screened_change_mask`, and the share of the block's
+    pixels its windows covered (1.0: the whole block)."""
+
+    mask: np.ndarray
+    looked_share: float
+
+
+def screen(before: np.ndarray, after: np.ndarray, valid: np.ndarray, sigma: np.ndarray, *,
+           res_m: float, cfg: DifferenceConfig, noise: LocalNoise | None = None,
+           structure_unit: float | None = None, gain: np.ndarray | None = None) -> np.ndarray:
+    """Where a block may hold a seed of the change mask, (M, N) bool: a cheap, deliberately
+    loose look at cells of ``SCREEN_CELL_M``.
+
+    A seed is a pixel whose score passes ``threshold_sigma``, which needs some band's smoothed
+    difference to pass ``threshold_sigma`` times the least unit that band can have (its noise at
+    the lowest local gain, or its floor), or the structure score to pass it. The screen
+    averages both images over each cell's valid pixels and keeps the cells where some band's
+    difference of the means passes ``cfg.screen`` times that least seed contrast, or where the
+    cells' gradient magnitudes (of the bands' mean) differ by ``cfg.screen`` times the least
+    seed outline. An object of the smallest class changed covers whole cells, whose mean then
+    differs as its pixels do; the share leaves room for the cells it only half covers.
+    With ``gain`` (the local gain of each pixel, :func:`local_gain_map`), the least unit is
+    each cell's own: the band's noise at the cell's lowest gain, or its floor. Cells with no
+    valid pixel are never kept.
+    """
+    f = max(1, round(SCREEN_CELL_M / res_m))
+    m, n = valid.shape
+    ny, nx = -(-m // f), -(-n // f)
+    every = (m % f, n % f) == (0, 0) and bool(valid.all())
+    v = None if every else valid.astype(np.float32)
+
+    def means(x: np.ndarray) -> np.ndarray:  # each cell's mean over its f x f pixels
+        if not every:  # over the valid pixels; a cell cut short by the edge misses the rest
+            x = cv2.copyMakeBorder(x * v, 0, ny * f - m, 0, nx * f - n, cv2.BORDER_CONSTANT,
+                                   value=0)
+        return cv2.resize(x, (nx, ny), interpolation=cv2.INTER_AREA)
+
+    share = np.ones((ny, nx), np.float32) if every else means(np.ones((m, n), np.float32))
+    some = share > 0
+    safe = np.where(some, share, 1).astype(np.float32)
+    if noise is None:
+        least = [float(sigma[k]) for k in range(before.shape[0])]
+    elif gain is None:
+        least = [max(noise.noise[k] * noise.limits[0], noise.floor[k])
+                 for k in range(before.shape[0])]
+    else:  # each cell's lowest gain
+        g = cv2.copyMakeBorder(gain, 0, ny * f - m, 0, nx * f - n, cv2.BORDER_REPLICATE)
+        g = g.reshape(ny, f, nx, f).min(axis=(1, 3))
+        least = [np.maximum(np.float32(noise.noise[k]) * g, np.float32(noise.floor[k]))
+                 for k in range(before.shape[0])]
+    kept = np.zeros((ny, nx), bool)
+    mb = np.zeros((ny, nx), np.float32)
+    ma = np.zeros((ny, nx), np.float32)
+    for k in range(before.shape[0]):
+        cb = means(before[k]) / safe
+        ca = means(after[k]) / safe
+        kept |= np.abs(ca - cb) > cfg.screen * cfg.threshold_sigma * least[k]
+        mb += cb
+        ma += ca
+    if structure_unit:
+        k = np.float32(before.shape[0])
+        g = np.abs(_image_gradient(ma / k, sigma_px=0) - _image_gradient(mb / k, sigma_px=0))
+        kept |= g > cfg.screen * cfg.threshold_sigma * structure_unit
+    kept &= some
+    return np.repeat(np.repeat(kept, f, axis=0), f, axis=1)[:m, :n]
+
+
+def windows_near(marked: np.ndarray, reach_px: int, *, cell_px: int = WINDOW_CELL_PX,
+                 whole_share: float = WINDOW_WHOLE_SHARE) -> list[tuple[slice, slice]]:
+    """The boxes of the groups of ``cell_px`` cells within ``reach_px`` of a marked pixel of a
+    block, overlapping boxes merged, clipped to the block; the whole block when they cover more
+    than ``whole_share`` of it; none when nothing is marked."""
+    h, w = marked.shape
+    if not marked.any():
+        return []
+    stats, _ = cell_groups(marked, cell_px, grow_cells=math.ceil(reach_px / cell_px))
+    boxes = disjoint([(int(y), int(x), int(y + hh), int(x + ww)) for x, y, ww, hh, _ in stats])
+    area = sum((r1 - r0) * (c1 - c0) for r0, c0, r1, c1 in boxes) * cell_px ** 2
+    if area > whole_share * h * w:
+        return [(slice(0, h), slice(0, w))]
+    return [(slice(r0 * cell_px, min(h, r1 * cell_px)),
+             slice(c0 * cell_px, min(w, c1 * cell_px))) for r0, c0, r1, c1 in boxes]
+
+
+def disjoint(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Boxes (r0, c0, r1, c1) with the overlapping ones replaced by their union, until none
+    overlaps."""
+    boxes = list(boxes)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                p, q = boxes[i], boxes[j]
+                if p[0] < q[2] and q[0] < p[2] and p[1] < q[3] and q[1] < p[3]:
+                    boxes[i] = (min(p[0], q[0]), min(p[1], q[1]),
+                                max(p[2], q[2]), max(p[3], q[3]))
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return sorted(boxes)
+
+
+def seed_reach_px(cfg: DifferenceConfig, res_m: float) -> int:
+    """How far (pixels) from a seed a pixel of the cleaned mask can lie: the growth, the
+    closing's reach, and the score's own (smoothing, tolerance)."""
+    r = lambda m: round(m / res_m)  # noqa: E731
+    return (math.ceil(3 * cfg.smoothing_px) + cfg.tolerance_px + r(cfg.grow_m)
+            + 2 * r(cfg.closing_m) + 2)
+
+
+def screened_change_mask(before: np.ndarray, after: np.ndarray, valid: np.ndarray,
+                         sigma: np.ndarray, *, res_m: float, cfg: DifferenceConfig,
+                         noise: LocalNoise | None = None, origin: tuple[int, int] = (0, 0),
+                         structure_unit: float | None = None, screened: bool = True
+                         ) -> Screened:
+    """:func:`block_change_mask`, its per-pixel work done only in windows around what
+    :func:`screen` keeps (``cfg.screen`` > 0 and ``screened``).
+
+    Both images are smoothed, and the local gain counted, over the whole block; the rest (the
+    differences, the structure score, the score, the seeds and the cleaning) runs in each
+    window: the kept pixels grown by :func:`seed_reach_px` (where the mask can be), then by
+    :func:`window_reach_px` (what the mask there depends on, once smoothed). Each window's
+    mask is kept in its inner part, which is exactly the whole block's there (the mask is
+    local). So the result is the whole block's wherever the screen kept every seed; outside
+    the windows it is empty.
+    """
     n_bands = before.shape[0]
-    shape = before.shape[1:]
+    m, n = valid.shape
     sb = [np.ascontiguousarray(smooth(before[k], cfg.smoothing_px)) for k in range(n_bands)]
     sa = [np.ascontiguousarray(smooth(after[k], cfg.smoothing_px)) for k in range(n_bands)]
+    looks = [(slice(0, m), slice(0, n))]
+    reach = window_reach_px(cfg, res_m)
+    gains: list[_CellGain] = []
+
+    def cells() -> _CellGain:  # counted once, when first needed
+        if not gains:
+            gains.append(_cell_gain(sb, sa, valid, noise, origin))
+        return gains[0]
+
+    if screened and cfg.screen > 0:
+        # first at the least unit the gain allows (cheap: most quiet blocks stop here), then
+        # at each cell's own
+        kw = dict(res_m=res_m, cfg=cfg, noise=noise, structure_unit=structure_unit)
+        kept = screen(before, after, valid, sigma, **kw)
+        if noise is not None and kept.any():
+            kept &= screen(before, after, valid, sigma, gain=cells().expand(cells().gain), **kw)
+        looks = windows_near(kept, seed_reach_px(cfg, res_m) + reach)
+    mask = np.zeros((m, n), bool)
+    if not looks:
+        return Screened(mask, 0.0)
+
+    whole = looks == [(slice(0, m), slice(0, n))]
+    for rows, cols in looks:
+        part = _window_mask(sb, sa, before, after, valid, sigma, window=(rows, cols),
+                            res_m=res_m, cfg=cfg, noise=noise,
+                            cells=None if noise is None else cells,
+                            structure_unit=structure_unit)
+        if whole:
+            return Screened(part, 1.0)
+        # the inner part: window_reach_px from each side that is not the block's own edge
+        r0 = 0 if rows.start == 0 else reach
+        c0 = 0 if cols.start == 0 else reach
+        r1 = part.shape[0] - (0 if rows.stop >= m else reach)
+        c1 = part.shape[1] - (0 if cols.stop >= n else reach)
+        if r1 > r0 and c1 > c0:
+            mask[rows.start + r0:rows.start + r1, cols.start + c0:cols.start + c1] |= \
+                part[r0:r1, c0:c1]
+    share = sum((r.stop - r.start) * (c.stop - c.start) for r, c in looks) / (m * n)
+    return Screened(mask, share)
+
+
+def window_reach_px(cfg: DifferenceConfig, res_m: float) -> int:
+    """How far (pixels) a mask pixel depends on the smoothed images and the local gain around
+    it: :func:`mask_reach_px` without the smoothing and the gain's neighbourhood."""
+    return (mask_reach_px(cfg, res_m) - math.ceil(3 * cfg.smoothing_px)
+            - (local_reach_px(local_radius_px(cfg, res_m)) if cfg.local_noise_m > 0 else 0))
+
+
+def _window_mask(sb: list[np.ndarray], sa: list[np.ndarray], before: np.ndarray,
+                 after: np.ndarray, valid_block: np.ndarray, sigma: np.ndarray, *,
+                 window: tuple[slice, slice], res_m: float, cfg: DifferenceConfig, noise: LocalNoise | None,
+                 cells: Callable[[], _CellGain] | None, structure_unit: float | None
+                 ) -> np.ndarray:
+    """:func:`block_change_mask` of the ``window`` (rows, columns) of a block whose bands are
+    smoothed (``sb``, ``sa``); ``cells()`` gives the block's local gain."""
+    rows, cols = window
+    n_bands = len(sb)
+    sb = [x[rows, cols] for x in sb]
+    sa = [x[rows, cols] for x in sa]
+    valid = valid_block[rows, cols]
+    shape = valid.shape
     diffs = [cv2.absdiff(sa[k], sb[k]) for k in range(n_bands)]
     empty = np.zeros(shape, bool)
     structure = None
+    # whether the structure score seeds anywhere: where neither score seeds, nothing counts
+    # (its pixels above the low threshold still grow the level score's seeds)
+    outlined = False
     if structure_unit:
         structure = structure_score(sb, sa, structure_unit, cfg.tolerance_px)
-        if not ((structure > cfg.threshold_sigma) & valid).any():
-            structure = None  # no seed: it cannot grow the score's seeds either
-    if noise is not None and structure is None and not _may_seed(diffs, valid, noise, cfg):
+        outlined = bool(((structure > cfg.threshold_sigma) & valid).any())
+    if noise is not None and not outlined and not _may_seed(diffs, valid, noise, cfg):
         return empty
-    cells = None if noise is None else _cell_gain(sb, sa, valid, noise, origin)
+    cells = None if cells is None else cells().window(rows, cols)
 
     def unit(k: int, gain_k):  # band k's unit where the gain is gain_k (the local_units one)
         return np.maximum(np.float32(noise.noise[k]) * gain_k, np.float32(noise.floor[k]))
@@ -551,28 +768,32 @@ def block_change_mask(before: np.ndarray, after: np.ndarray, valid: np.ndarray, 
             limit = cells.expand(cfg.low_threshold_sigma * unit(k, cells.gain) * (1 - 1e-4))
         bound_passes |= diffs[k] > limit
     at = np.flatnonzero(bound_passes & valid)
-    if not at.size and structure is None:
+    if not at.size and not outlined:
         return empty
     gain_at = None if cells is None else cells.at(at)
     score = _score_at(sb, sa, at, shape, sigma if cells is None else
                       [unit(k, gain_at) for k in range(n_bands)], cfg.tolerance_px)
-    if not (score > cfg.threshold_sigma).any() and structure is None:
+    if not (score > cfg.threshold_sigma).any() and not outlined:
         return empty
     seeds = np.zeros(shape, np.uint8)
     seeds.flat[at[score > cfg.threshold_sigma]] = 1
     low = np.zeros(shape, np.uint8)
     low.flat[at[score > cfg.low_threshold_sigma]] = 1
     _add_structure(seeds, low, structure, valid, cfg)
+    big = valid_block.shape
+    y0, x0 = rows.start, cols.start
 
-    def shadow_in(rows: slice, cols: slice) -> np.ndarray:
-        # the correlation window's half width around the region, clipped to the block
+    def shadow_in(r: slice, c: slice) -> np.ndarray:
+        # the correlation window's half width around the region, clipped to the block (not
+        # to the window: the whole block's arithmetic)
         h = _SHADOW_WINDOW_PX // 2
-        r0, r1, _ = rows.indices(shape[0])
-        c0, c1, _ = cols.indices(shape[1])
-        y0, x0 = max(0, r0 - h), max(0, c0 - h)
-        sub = (slice(None), slice(y0, min(shape[0], r1 + h)), slice(x0, min(shape[1], c1 + h)))
+        r0, r1, _ = r.indices(shape[0])
+        c0, c1, _ = c.indices(shape[1])
+        r0, r1, c0, c1 = r0 + y0, r1 + y0, c0 + x0, c1 + x0
+        ya, xa = max(0, r0 - h), max(0, c0 - h)
+        sub = (slice(None), slice(ya, min(big[0], r1 + h)), slice(xa, min(big[1], c1 + h)))
         shadow = shadow_change(before[sub], after[sub], window_px=_SHADOW_WINDOW_PX)
-        return shadow[r0 - y0:r1 - y0, c0 - x0:c1 - x0]
+        return shadow[r0 - ya:r1 - ya, c0 - xa:c1 - xa]
 
     return _cleaned(seeds, low, valid, res_m, cfg, shadow_in)
 

@@ -14,7 +14,7 @@ from .. import io as rio
 from ..config import Config
 from ..io.scene import Scene
 from ..timing import Stopwatch
-from .difference import block_change_mask
+from .difference import screened_change_mask
 from .noise import NoiseModel
 from .radiometry import comparable, normalise
 
@@ -31,8 +31,9 @@ BlockSighter = Callable[[tuple[Window, Window], np.ndarray, np.ndarray, np.ndarr
 def mask_block(readers: tuple, windows: tuple[Window, Window], *, scene: Scene,
                noise: NoiseModel, config: Config, watch: Stopwatch,
                observe: BlockObserver | None = None,
-               sight: BlockSighter | None = None) -> np.ndarray:
-    """The cleaned change mask of one block's core: 0/1, 255 (nodata) where invalid.
+               sight: BlockSighter | None = None) -> tuple[np.ndarray, float]:
+    """The cleaned change mask of one block's core: 0/1, 255 (nodata) where invalid; and how
+    many of the block's pixels (margin included) the screen looked at closely.
 
     Parameters
     ----------
@@ -61,15 +62,15 @@ def mask_block(readers: tuple, windows: tuple[Window, Window], *, scene: Scene,
     with watch.stage("difference"):
         valid = vb & va
         nb, na = comparable(b, a)
-        mask = block_change_mask(nb, normalise(na, noise.radiometry, padded), valid,
-                                 noise.unit, res_m=scene.res_m, cfg=config.difference,
-                                 noise=noise.local,
-                                 origin=(int(padded.row_off), int(padded.col_off)),
-                                 structure_unit=noise.structure_unit)
+        screened = screened_change_mask(
+            nb, normalise(na, noise.radiometry, padded), valid, noise.unit, res_m=scene.res_m,
+            cfg=config.difference, noise=noise.local,
+            origin=(int(padded.row_off), int(padded.col_off)), structure_unit=noise.structure_unit)
+        mask = screened.mask
         del nb, na
         out = mask[sl].astype(np.uint8)
         out[~valid[sl]] = rio.MaskWriter.NODATA
     if sight is not None:
         with watch.stage("detector"):
             sight(windows, b, vb, a, va, mask)
-    return out
+    return out, screened.looked_share * mask.size

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from rasterio.windows import Window
 
-from ..change.difference import cell_groups
+from ..change.difference import windows_near
 from .aircraft import AircraftDetector
 
 #: least score a sighting is kept with: the evidence that the other image holds something there
@@ -99,39 +99,10 @@ LOOK_WHOLE_SHARE = 0.6
 def look_windows(changed: np.ndarray, reach_px: int, *, cell_px: int = LOOK_CELL_PX,
                  whole_share: float = LOOK_WHOLE_SHARE) -> list[tuple[slice, slice]]:
     """Where in a block the detector looks: the boxes of the groups of ``cell_px`` cells within
-    ``reach_px`` of a changed pixel, clipped to the block; the whole block when they cover more
-    than ``whole_share`` of it; none when nothing changed."""
-    h, w = changed.shape
-    if not changed.any():
-        return []
-    stats, _ = cell_groups(changed, cell_px, grow_cells=math.ceil(reach_px / cell_px))
-    boxes = _disjoint([(int(y), int(x), int(y + hh), int(x + ww)) for x, y, ww, hh, _ in stats])
-    area = sum((r1 - r0) * (c1 - c0) for r0, c0, r1, c1 in boxes) * cell_px ** 2
-    if area > whole_share * h * w:
-        return [(slice(0, h), slice(0, w))]
-    return [(slice(r0 * cell_px, min(h, r1 * cell_px)),
-             slice(c0 * cell_px, min(w, c1 * cell_px))) for r0, c0, r1, c1 in boxes]
-
-
-def _disjoint(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
-    """Boxes (r0, c0, r1, c1) with the overlapping ones replaced by their union, until none
-    overlaps (an aircraft in two would be sighted twice)."""
-    boxes = list(boxes)
-    merged = True
-    while merged:
-        merged = False
-        for i in range(len(boxes)):
-            for j in range(i + 1, len(boxes)):
-                p, q = boxes[i], boxes[j]
-                if p[0] < q[2] and q[0] < p[2] and p[1] < q[3] and q[1] < p[3]:
-                    boxes[i] = (min(p[0], q[0]), min(p[1], q[1]),
-                                max(p[2], q[2]), max(p[3], q[3]))
-                    del boxes[j]
-                    merged = True
-                    break
-            if merged:
-                break
-    return sorted(boxes)
+    ``reach_px`` of a changed pixel, overlapping ones merged (an aircraft in two would be
+    sighted twice), clipped to the block; the whole block when they cover more than
+    ``whole_share`` of it; none when nothing changed."""
+    return windows_near(changed, reach_px, cell_px=cell_px, whole_share=whole_share)
 
 
 @dataclass(frozen=True)

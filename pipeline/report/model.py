@@ -251,6 +251,7 @@ class ReportModel(_Part):
     counts_by_zone: dict[str, dict[str, ChangeCounts]] | None = None
     detections: int
     detector: dict[str, Any] | None = None
+    screen: dict[str, Any] | None = None
     config: RunSettings = RunSettings()
     config_digest: str | None = None
     timings_s: dict[str, float] = {}
