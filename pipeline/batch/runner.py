@@ -29,7 +29,7 @@ from .. import __version__
 from ..config import Config, Zone
 from ..detect import verifier
 from ..errors import InputError, OutputError, PipelineError, UnreadableInputError
-from ..io import ensure_output_dir, write_text_atomic
+from ..io import ensure_output_dir, export, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +39,12 @@ PIXEL_DETECTIONS = "detections_px.geojson"  # instead of detections.geojson for 
 BATCH_OUTPUTS = ("summary.csv", "summary.json", "detections.gpkg", "timeline.csv")
 SERIES_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 CHANGES = ("appeared", "disappeared")
-GPKG_LAYER = "detections"
+GPKG_LAYER = export.GPKG_LAYER
 _STATE_VERSION = 1
 _MANIFEST_COLUMNS = ("before", "after", "name", "before_date", "after_date")
 _RESULT_COLUMNS = ("detections", "shift_x_px", "shift_y_px", "quality", "overlap", "runtime_s",
                    "error", "error_type", "error_path", "error_key")
 _DATE_IN_NAME = re.compile(r"(?<!\d)(\d{4})[-_.]?(\d{2})[-_.]?(\d{2})(?!\d)")
-_DETECTION_FIELDS = ("id", "category", "class", "change", "length_m", "width_m", "area_m2",
-                     "heading_deg", "score", "change_score")
 
 Progress = Callable[[int, int], None]
 
@@ -691,53 +689,22 @@ def write_detections_gpkg(path: str | Path, rows: list[dict], out_dir: Path) -> 
     """Every detection of the batch's finished pairs in one GeoPackage layer (EPSG:4326).
 
     Fields: ``pair``, ``before_date`` and ``after_date`` (DateTime, when the pairs have dates),
-    then the properties of ``detections.geojson``; written with pyogrio, atomically.
+    then the properties of ``detections.geojson``; written with pyogrio, atomically, with its
+    QGIS style (:func:`pipeline.io.export.write_detections_gpkg`).
     """
-    import geopandas as gpd
-    import pandas as pd
-    from shapely.geometry import shape
-
-    path = Path(path)
     dated = any(r.get("before_date") or r.get("after_date") for r in rows)
-    records, geoms = [], []
+    features, leading = [], {"pair": []}
+    if dated:
+        leading.update(before_date=[], after_date=[])
     for r in rows:
         if r["status"] not in ("ok", "skipped"):
             continue
         for feat in _pair_features(out_dir, r["name"]):
-            props = feat["properties"]
-            rec = {"pair": r["name"]}
-            if dated:
-                rec.update(before_date=r.get("before_date"), after_date=r.get("after_date"))
-            rec.update({k: props.get(k) for k in _DETECTION_FIELDS})
-            records.append(rec)
-            geoms.append(shape(feat["geometry"]))
-    columns = ["pair"] + (["before_date", "after_date"] if dated else []) + list(_DETECTION_FIELDS)
-    frame = pd.DataFrame(records, columns=columns)
-    for col in ("pair", "id", "category", "class", "change"):
-        frame[col] = frame[col].astype(object)
-    for col in ("length_m", "width_m", "area_m2", "heading_deg", "score", "change_score"):
-        frame[col] = frame[col].astype(float)
-    if dated:  # GeoPackage DateTime fields; values were checked to be ISO dates or datetimes
-        for col in ("before_date", "after_date"):
-            frame[col] = pd.Series([_naive_utc(v) for v in frame[col]],
-                                   dtype="datetime64[ms]", index=frame.index)
-    gdf = gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, crs="EPSG:4326"))
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}{path.suffix}")
-    try:
-        gdf.to_file(tmp, layer=GPKG_LAYER, driver="GPKG", engine="pyogrio", geometry_type="Polygon")
-        os.replace(tmp, path)
-    except OSError as err:
-        raise OutputError(f"{path}: cannot write the GeoPackage ({err})", path=path) from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def _naive_utc(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    stamp = dt.datetime.fromisoformat(value)
-    return stamp.astimezone(dt.timezone.utc).replace(tzinfo=None) if stamp.tzinfo else stamp
+            features.append(feat)
+            for key, values in leading.items():
+                values.append(r["name"] if key == "pair" else r.get(key))
+    return export.write_detections_gpkg(path, features, leading=leading,
+                                        date_fields=("before_date", "after_date") if dated else ())
 
 
 def zone_counts(features: list[dict], zones: list[Zone], categories: list[str]) -> dict:

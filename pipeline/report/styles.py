@@ -96,7 +96,7 @@ def add_layer_style(gpkg: str | Path, layer: str, qml: str, *, geometry_column: 
     as an attribute table, when missing), as QGIS's "Save as default" does; QGIS then opens
     the layer styled. Call it on the file before it is published (renamed into place).
     """
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
     with sqlite3.connect(gpkg) as con:
         con.execute(_LAYER_STYLES_DDL)
         con.execute("INSERT OR IGNORE INTO gpkg_contents (table_name, data_type, identifier, "
