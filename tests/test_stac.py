@@ -286,3 +286,24 @@ def test_bad_stac_exits_2_with_one_line_naming_the_item_and_writes_nothing(tmp_p
 def test_stac_options_misused_are_refused(tmp_path, args, needle):
     result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and needle in result.stderr, result.stderr
+
+
+def test_a_single_pair_writes_a_styled_gpkg_and_a_stac_item_of_its_result(tmp_path):
+    paths = synth.write_pair(synth.make_pair(seed=4, size_px=256), tmp_path / "in")
+    config = tmp_path / "fast.yaml"
+    config.write_text("coregistration: {grid: 2, window_px: 128}\noutput: {overlay_max_px: 256}\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, [str(paths["before"]), str(paths["after"]), "--out",
+                                       str(out), "-c", str(config), "-q"])
+    assert result.exit_code == 0, result.output
+    fc = json.loads((out / "detections.geojson").read_text())
+    frame = pyogrio.read_dataframe(out / "detections.gpkg", layer="detections")
+    assert sorted(frame["id"]) == sorted(f["id"] for f in fc["features"])
+    assert pyogrio.read_info(out / "detections.gpkg", layer="detections")["crs"] == "EPSG:4326"
+    item = pystac.Item.from_file(str(out / "item.json"))
+    assert item.id == "out" and item.properties["detect_changes:dates_known"] is False
+    assert item.properties["detect_changes:before"]["path"] == str(paths["before"])
+    assert item.properties["detect_changes:detections"] == len(fc["features"])
+    assert Path(item.assets["detections_gpkg"].get_absolute_href()) == out / "detections.gpkg"
+    assert not [link for link in item.links if link.rel in ("root", "parent")]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]

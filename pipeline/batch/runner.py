@@ -29,7 +29,7 @@ from .. import __version__
 from ..config import Config, Zone
 from ..detect import verifier
 from ..errors import InputError, OutputError, PipelineError, UnreadableInputError
-from ..io import catalog, ensure_output_dir, export, write_text_atomic
+from ..io import catalog, ensure_output_dir, export, publish, staged_outputs, write_text_atomic
 
 if TYPE_CHECKING:
     from .stac import Acquisition
@@ -426,22 +426,27 @@ def finish_pair(pair_dir: str | Path, job: PairJob, *, in_batch: bool = True) ->
     datetime and view angles). Each file is written atomically.
     """
     pair_dir = Path(pair_dir)
-    files = {}
-    geojson = pair_dir / "detections.geojson"
-    if geojson.is_file():
-        features = json.loads(geojson.read_text(encoding="utf-8"))["features"]
-        files["detections.gpkg"] = export.write_detections_gpkg(pair_dir / "detections.gpkg",
-                                                                features)
     acqs = acquisitions(job)
-    if job.before_acquisition is not None or job.after_acquisition is not None:
-        report_path = pair_dir / "report.json"
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-        if report.get("acquisition") != acqs:
-            report["acquisition"] = acqs
-            write_text_atomic(report_path, json.dumps(report, indent=1, default=str))
-    files[catalog.ITEM_FILE] = catalog.write_pair_item(pair_dir, job.name, before=acqs["before"],
-                                                       after=acqs["after"], catalog=in_batch)
-    return files
+    # made in a staging folder and moved in together: a killed run leaves no temporary file
+    # (the next run removes the folder)
+    with staged_outputs(pair_dir) as stage:
+        made = []
+        geojson = pair_dir / "detections.geojson"
+        if geojson.is_file():
+            features = json.loads(geojson.read_text(encoding="utf-8"))["features"]
+            made.append(export.write_detections_gpkg(stage / "detections.gpkg", features))
+        if job.before_acquisition is not None or job.after_acquisition is not None:
+            report = json.loads((pair_dir / "report.json").read_text(encoding="utf-8"))
+            if report.get("acquisition") != acqs:
+                report["acquisition"] = acqs
+                write_text_atomic(stage / "report.json", json.dumps(report, indent=1,
+                                                                    default=str))
+                made.append(stage / "report.json")
+        made.append(catalog.write_pair_item(pair_dir, job.name, before=acqs["before"],
+                                            after=acqs["after"], catalog=in_batch,
+                                            coming=tuple(p.name for p in made),
+                                            path=stage / catalog.ITEM_FILE))
+        return publish(stage, pair_dir, made, last=catalog.ITEM_FILE)
 
 
 def failure_record(err: BaseException) -> dict:

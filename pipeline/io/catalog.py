@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from affine import Affine
 
 from .. import __version__
 from .outputs import MaskWriter, write_text_atomic
@@ -55,7 +56,7 @@ def overlap_footprint(mask_path: str | Path, *, max_px: int = 512):
         scale = max(1.0, max(ds.width, ds.height) / max_px)
         h, w = max(1, round(ds.height / scale)), max(1, round(ds.width / scale))
         valid = (ds.read(1, out_shape=(h, w)) != MaskWriter.NODATA).astype(np.uint8)
-        transform = ds.transform * ds.transform.scale(ds.width / w, ds.height / h)
+        transform = ds.transform @ Affine.scale(ds.width / w, ds.height / h)
         crs = ds.crs
     polys = [shape(g) for g, v in rasterio.features.shapes(valid, valid.astype(bool),
                                                            transform=transform) if v]
@@ -87,7 +88,7 @@ def _stamp(value: str | None) -> dt.datetime | None:
 
 
 def pair_item(pair_dir: str | Path, name: str, *, before: dict, after: dict,
-              catalog: bool = False):
+              catalog: bool = False, coming: tuple[str, ...] = ()):
     """The STAC item describing one pair's result, from the files in ``pair_dir``.
 
     Parameters
@@ -103,6 +104,8 @@ def pair_item(pair_dir: str | Path, name: str, *, before: dict, after: dict,
     catalog : bool
         The item sits in a batch whose ``catalog.json`` is the parent folder's: link it as
         root and parent.
+    coming : tuple of str
+        Files not yet in ``pair_dir`` that will be published with the item (its assets too).
 
     Returns
     -------
@@ -141,7 +144,7 @@ def pair_item(pair_dir: str | Path, name: str, *, before: dict, after: dict,
                        datetime=end or now, properties=props,
                        stac_extensions=[PROCESSING_EXTENSION])
     for key, file, media, roles, title in PAIR_ASSETS:
-        if (pair_dir / file).is_file():
+        if (pair_dir / file).is_file() or file in coming:
             item.add_asset(key, pystac.Asset(f"./{file}", title=title, media_type=media,
                                              roles=roles))
     for acq in (before, after):  # the source items, where they have a location of their own
@@ -156,10 +159,11 @@ def pair_item(pair_dir: str | Path, name: str, *, before: dict, after: dict,
 
 
 def write_pair_item(pair_dir: str | Path, name: str, *, before: dict, after: dict,
-                    catalog: bool = False) -> Path:
-    """Write :func:`pair_item` to ``pair_dir/item.json``, atomically."""
-    item = pair_item(pair_dir, name, before=before, after=after, catalog=catalog)
-    path = Path(pair_dir) / ITEM_FILE
+                    catalog: bool = False, coming: tuple[str, ...] = (),
+                    path: str | Path | None = None) -> Path:
+    """Write :func:`pair_item` to ``path`` (default ``pair_dir/item.json``), atomically."""
+    item = pair_item(pair_dir, name, before=before, after=after, catalog=catalog, coming=coming)
+    path = Path(pair_dir) / ITEM_FILE if path is None else Path(path)
     write_text_atomic(path, json.dumps(item.to_dict(include_self_link=False,
                                                     transform_hrefs=False), indent=1))
     return path
