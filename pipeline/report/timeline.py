@@ -107,12 +107,16 @@ def _draw_panel(ax, mine: Sequence[dict], cat: str, width) -> None:
     ax.bar(x, -down, width, color=_hex(CHANGE_COLOURS["disappeared"]), edgecolor="#004b80",
            lw=0.5, zorder=2)
     for xi, u, d, good in zip(x, up, down, ok):
+        # beyond the bar's end, clear of the line's marker, on a halo over the line
+        label = {"fontsize": 8, "ha": "center", "textcoords": "offset points", "zorder": 5,
+                 "bbox": {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
+                          "alpha": 0.85}}
         if u:
-            ax.annotate(f"+{u:.0f}", (xi, u), xytext=(0, 2), textcoords="offset points",
-                        ha="center", va="bottom", fontsize=8)
+            ax.annotate(f"+{u:.0f}", (xi, u), xytext=(0, 5), va="bottom", color="#7a5200",
+                        **label)
         if d:
-            ax.annotate(f"\u2212{d:.0f}", (xi, -d), xytext=(0, -2), textcoords="offset points",
-                        ha="center", va="top", fontsize=8)
+            ax.annotate(f"\u2212{d:.0f}", (xi, -d), xytext=(0, -5), va="top", color="#004b80",
+                        **label)
         if not good:
             ax.plot([xi], [0], "x", color="#c00", ms=9, mew=2, zorder=3)
     start = [_when(mine[0]["before_date"])] if mine and mine[0]["before_date"] else []
