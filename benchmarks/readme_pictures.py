@@ -6,7 +6,11 @@
    Airbus Aircraft Detection sample (``../shared/data/airbus-aircraft-sample``, CC BY-NC-SA 4.0,
    Airbus DS Intelligence), wrapped as GeoTIFFs as ``benchmarks/accuracy.py`` does (AFTER placed
    by the pair's homography), run with the default config; its overlay.png scaled to 1000 px.
-2. ``docs/timeline.png``: a generated series of four dated STAC items of the synthetic sample
+2. ``docs/airbus_layers.jpg``: what the styled layers show, drawn with matplotlib from the
+   pair's own files (no QGIS here): AFTER, ``change_mask.tif`` in its colour table (no change
+   left transparent, as the README suggests in QGIS), ``detections.gpkg`` outlined in the colours
+   of the style stored in its ``layer_styles`` table and labelled "class id" as that style does.
+3. ``docs/timeline.png``: a generated series of four dated STAC items of the synthetic sample
    (``sample_tiles/hmeimim``: March and April BEFORE, May and June AFTER: the withdrawal happens
    in May), run with ``--stac``, three zones in the config.
 """
@@ -58,6 +62,71 @@ def airbus_overlay(out: Path) -> None:
     print(f"docs/airbus_overlay.jpg: {(REPO / 'docs' / 'airbus_overlay.jpg').stat().st_size} bytes")
 
 
+def styled_layers(out: Path, window_px=(980, 450, 1000, 1000)) -> None:
+    """Draw a part of the real pair as the styled layers show it (colours read from the files)."""
+    import re
+    import sqlite3
+
+    import matplotlib
+    import numpy as np
+    import pyogrio
+    import rasterio
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+    from rasterio.windows import Window
+
+    matplotlib.use("Agg")
+    pair = out / "airbus-g1"
+    with sqlite3.connect(pair / "detections.gpkg") as con:
+        qml = con.execute("SELECT styleQML FROM layer_styles WHERE f_table_name = 'detections' "
+                          "AND useAsDefault").fetchone()[0]
+    symbol = dict(re.findall(r'<category symbol="(\d+)" value="(\w+)"', qml))
+    symbols = qml.split("<symbols>")[1].split("</symbols>")[0]  # not the source symbol
+    outline = {symbol[k]: tuple(int(c) / 255 for c in rgba.split(",")[:3])
+               for k, rgba in re.findall(r'<symbol type="fill" name="(\d+)".*?name="outline_color" '
+                                         r'value="([\d,]+)"', symbols, flags=re.S)}
+    col, row, w, h = window_px
+    win = Window(col, row, w, h)
+    with rasterio.open(out / "airbus-g1-input" / "after.tif") as ds:
+        rgb = np.moveaxis(ds.read([1, 2, 3], window=win), 0, -1)
+        bounds = rasterio.windows.bounds(win, ds.transform)
+        crs = ds.crs
+    with rasterio.open(pair / "change_mask.tif") as ds:
+        mask = ds.read(1, window=win)
+        table = ds.colormap(1)
+    rgba = np.array([table.get(v, (0, 0, 0, 0)) for v in range(256)], dtype=float) / 255
+    rgba[0, 3] = 0.0  # no change transparent over the imagery
+    rgba[1, 3] = 0.55
+    frame = pyogrio.read_dataframe(pair / "detections.gpkg", layer="detections").to_crs(crs)
+    extent = (bounds[0], bounds[2], bounds[1], bounds[3])
+    fig = Figure(figsize=(7, 7.4), dpi=110, layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(rgb, extent=extent)
+    ax.imshow(rgba[mask], extent=extent, interpolation="nearest")
+    for _, det in frame.iterrows():
+        x, y = det.geometry.exterior.xy
+        if not (bounds[0] < np.mean(x) < bounds[2] and bounds[1] < np.mean(y) < bounds[3]):
+            continue
+        ax.plot(x, y, color=outline[det["change"]], lw=2)
+        ax.annotate(f"{det['class']} {det['id']}", (np.mean(x), max(y)), xytext=(0, 3),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=7.5,
+                    fontweight="bold", bbox={"boxstyle": "round,pad=0.1", "fc": "white",
+                                             "ec": "none", "alpha": 0.8})
+    ax.set_xlim(extent[:2])
+    ax.set_ylim(extent[2:])
+    ax.set_axis_off()
+    ax.legend(handles=[Patch(fill=False, ec=outline["appeared"], lw=2, label="appeared"),
+                       Patch(fill=False, ec=outline["disappeared"], lw=2, label="disappeared"),
+                       Patch(color=rgba[1], label="change mask: change")],
+              loc="lower left", fontsize=8, framealpha=0.9)
+    path = REPO / "docs" / "airbus_layers.jpg"
+    buf = __import__("io").BytesIO()
+    fig.savefig(buf, format="png")
+    Image.open(buf).convert("RGB").save(path, quality=82, optimize=True)
+    print(f"docs/airbus_layers.jpg: {path.stat().st_size} bytes, "
+          f"{len(frame)} detections in the layer")
+
+
 def _job(before: Path, after: Path):
     from pipeline.batch.runner import PairJob
 
@@ -106,6 +175,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     airbus_overlay(args.out)
+    styled_layers(args.out)
     synthetic_series(args.out)
 
 

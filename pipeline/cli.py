@@ -76,7 +76,7 @@ def _progress_bar(enabled: bool, unit: str = "block", desc: str = "detect"):
               help="Batch: CSV with a header before,after[,name,before_date,after_date,...].")
 @click.option("--series", type=click.Path(path_type=Path),
               help="Batch: a folder of dated images of one site (or a CSV image[,date]); each "
-                   "image against the previous one, plus timeline.csv.")
+                   "image against the previous one, plus timeline.csv and timeline.png.")
 @click.option("--stac", type=click.Path(path_type=Path),
               help="Batch: STAC items (an ItemCollection, an item, or a folder of item files) "
                    "of one or more sites; each acquisition against the previous one of its site, "
