@@ -142,6 +142,16 @@ def test_stac_series_writes_timeline_catalog_items_and_styled_layers(tmp_path):
         assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
     assert colours[1][:3] != colours[0][:3] != colours[255][:3]
 
+    # a rerun skips the finished pairs and adds what an earlier version did not write
+    (out / names[1] / "item.json").unlink()
+    (out / names[1] / "detections.gpkg").unlink()
+    report_mtime = (out / names[1] / "report.json").stat().st_mtime_ns
+    again = _cli("--stac", items, "--out", out, "-c", config)
+    assert again.returncode == 0 and "3 already complete" in again.stdout, again.stderr
+    assert pystac.Item.from_file(str(out / names[1] / "item.json")).id == names[1]
+    assert pyogrio.read_info(out / names[1] / "detections.gpkg", layer="detections")["features"] == 0
+    assert (out / names[1] / "report.json").stat().st_mtime_ns == report_mtime
+
 
 # --------------------------------------------------------------------------------------------------
 # Reading items: folders, grouping, asset rule; bad items refused in one line
@@ -307,3 +317,31 @@ def test_a_single_pair_writes_a_styled_gpkg_and_a_stac_item_of_its_result(tmp_pa
     assert Path(item.assets["detections_gpkg"].get_absolute_href()) == out / "detections.gpkg"
     assert not [link for link in item.links if link.rel in ("root", "parent")]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_timeline_picture_has_a_row_per_site_and_zone_and_marks_a_failed_pair(tmp_path):
+    from pipeline.report.timeline import timeline_figure, write_timeline_png
+
+    def rec(site, zone, date, before, status="ok", up=0, down=0):
+        counts = {"aircraft_appeared": up, "aircraft_disappeared": down,
+                  "launcher_appeared": 0, "launcher_disappeared": 0}
+        if status == "failed":
+            counts = dict.fromkeys(counts)
+        return {"date": date, "before_date": before, "pair": f"{site}-{date}", "status": status,
+                "site": site, "zone": zone, **counts}
+
+    records = [rec("hmeimim", "all", "2024-04-01", "2024-03-01", down=3),
+               rec("hmeimim", "apron", "2024-04-01", "2024-03-01", down=2),
+               rec("hmeimim", "all", "2024-05-01", "2024-04-01", status="failed"),
+               rec("hmeimim", "apron", "2024-05-01", "2024-04-01", status="failed"),
+               rec("saki", "all", "2024-04-02T10:00:00+00:00", "2024-03-02T10:00:00+00:00", up=1)]
+    fig = timeline_figure(records, ["aircraft", "launcher"])
+    titles = [ax.get_title(loc="left") for ax in fig.axes]
+    assert titles == [f"{cat} \u2014 {where}" for where in (
+        "hmeimim \u00b7 whole scene", "hmeimim \u00b7 apron", "saki \u00b7 whole scene")
+        for cat in ("aircraft", "launcher")]
+    net = fig.axes[0].lines[-1].get_ydata()  # the failed pair adds nothing
+    assert list(net) == [0, -3, -3]
+    assert "pair failed (not counted)" in [t.get_text() for t in fig.legends[0].get_texts()]
+    png = write_timeline_png(tmp_path / "timeline.png", records, ["aircraft", "launcher"])
+    assert png.read_bytes()[:4] == b"\x89PNG"

@@ -74,9 +74,9 @@ def timeline_figure(records: Sequence[dict], categories: Sequence[str]):
         for j, cat in enumerate(categories):
             ax = axes[i, j]
             _draw_panel(ax, mine, cat, width)
-            where = zone if site is None else f"{site} \u00b7 {zone}"
-            ax.set_title(f"{cat} \u2014 {'whole scene' if where == 'all' else where}",
-                         fontsize=10, loc="left")
+            where = "whole scene" if zone == "all" else zone
+            where = where if site is None else f"{site} \u00b7 {where}"
+            ax.set_title(f"{cat} \u2014 {where}", fontsize=10, loc="left")
             if j == 0:
                 ax.set_ylabel("objects")
             locator = AutoDateLocator(minticks=3, maxticks=8)
