@@ -859,15 +859,17 @@ def write_timeline(path: str | Path, rows: list[dict], out_dir: Path, config: Co
     """``timeline.csv``: counts per date (the AFTER date), in date order; per zone as well.
 
     One row per pair with ``zone`` = ``all`` (the whole scene), plus one per zone of the config
-    (:func:`timeline_records`, or ``records`` when already made); a column ``site`` follows
-    ``status`` when the pairs have sites. Failed pairs keep their row, with empty counts.
+    (:func:`timeline_records`, or ``records`` when already made); a last column ``site`` when
+    the pairs have sites (a manifest's ``site`` column, STAC items grouped by site). Failed
+    pairs keep their row, with empty counts.
     """
     records = timeline_records(rows, out_dir, config) if records is None else records
     cats = _categories(config)
     count_cols = [f"{c}_{ch}" for c in cats for ch in CHANGES]
     sited = any("site" in r for r in records)
-    cols = ["date", "before_date", "pair", "status"] + (["site"] if sited else []) + \
-        ["zone", "detections"] + count_cols
+    # site last: the columns of earlier versions keep their places
+    cols = ["date", "before_date", "pair", "status", "zone", "detections"] + count_cols + \
+        (["site"] if sited else [])
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     writer.writeheader()
