@@ -345,3 +345,22 @@ def test_timeline_picture_has_a_row_per_site_and_zone_and_marks_a_failed_pair(tm
     assert "pair failed (not counted)" in [t.get_text() for t in fig.legends[0].get_texts()]
     png = write_timeline_png(tmp_path / "timeline.png", records, ["aircraft", "launcher"])
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plain_images_get_an_item_without_footprint_and_no_geopackage(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    pair = synth.make_pair(seed=4, size_px=256)
+    for name, image in (("before.png", pair.before), ("after.png", pair.after)):
+        Image.fromarray(np.moveaxis(image, 0, -1)).save(tmp_path / name)
+    config = tmp_path / "fast.yaml"
+    config.write_text("coregistration: {grid: 2, window_px: 128}\noutput: {overlay_max_px: 256}\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, [str(tmp_path / "before.png"), str(tmp_path / "after.png"),
+                                       "--gsd", "0.5", "--out", str(out), "-c", str(config), "-q"])
+    assert result.exit_code == 0, result.output
+    item = pystac.Item.from_file(str(out / "item.json"))
+    assert item.geometry is None and item.bbox is None
+    assert set(item.assets) == {"detections_px", "change_mask", "overlay", "report", "report_json"}
+    assert not (out / "detections.gpkg").exists()

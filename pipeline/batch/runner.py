@@ -431,12 +431,14 @@ def finish_pair(pair_dir: str | Path, job: PairJob, *, in_batch: bool = True) ->
     # (the next run removes the folder)
     with staged_outputs(pair_dir) as stage:
         made = []
-        geojson = pair_dir / "detections.geojson"
-        if geojson.is_file():
+        report = json.loads((pair_dir / "report.json").read_text(encoding="utf-8"))
+        if report.get("grid", {}).get("frame", "map") == "map":
+            geojson = pair_dir / "detections.geojson"
             features = json.loads(geojson.read_text(encoding="utf-8"))["features"]
             made.append(export.write_detections_gpkg(stage / "detections.gpkg", features))
+        else:  # plain images (--gsd): an earlier run's layer would not be this run's
+            (pair_dir / "detections.gpkg").unlink(missing_ok=True)
         if job.before_acquisition is not None or job.after_acquisition is not None:
-            report = json.loads((pair_dir / "report.json").read_text(encoding="utf-8"))
             if report.get("acquisition") != acqs:
                 report["acquisition"] = acqs
                 write_text_atomic(stage / "report.json", json.dumps(report, indent=1,

@@ -121,9 +121,11 @@ def pair_item(pair_dir: str | Path, name: str, *, before: dict, after: dict,
 
     pair_dir = Path(pair_dir)
     report = json.loads((pair_dir / "report.json").read_text(encoding="utf-8"))
-    footprint = overlap_footprint(pair_dir / "change_mask.tif")
-    if report.get("grid", {}).get("frame") == "pixel":
-        footprint = None  # plain images: placed on a nominal grid, nowhere on the Earth
+    pixel_frame = report.get("grid", {}).get("frame") == "pixel"
+    # plain images (--gsd) lie on a nominal grid, nowhere on the Earth: no footprint, and
+    # their detections are in pixel coordinates only
+    footprint = None if pixel_frame else overlap_footprint(pair_dir / "change_mask.tif")
+    skip = {"detections", "detections_gpkg"} if pixel_frame else {"detections_px"}
     start, end = _stamp(before.get("datetime")), _stamp(after.get("datetime"))
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     co = report.get("coregistration", {})
@@ -144,7 +146,7 @@ def pair_item(pair_dir: str | Path, name: str, *, before: dict, after: dict,
                        datetime=end or now, properties=props,
                        stac_extensions=[PROCESSING_EXTENSION])
     for key, file, media, roles, title in PAIR_ASSETS:
-        if (pair_dir / file).is_file() or file in coming:
+        if key not in skip and ((pair_dir / file).is_file() or file in coming):
             item.add_asset(key, pystac.Asset(f"./{file}", title=title, media_type=media,
                                              roles=roles))
     for acq in (before, after):  # the source items, where they have a location of their own
