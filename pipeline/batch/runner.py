@@ -29,7 +29,14 @@ from .. import __version__
 from ..config import Config, Zone
 from ..detect import verifier
 from ..errors import InputError, OutputError, PipelineError, UnreadableInputError
-from ..io import catalog, ensure_output_dir, export, publish, staged_outputs, write_text_atomic
+from ..io import (
+    catalog,
+    ensure_output_dir,
+    export,
+    publish,
+    staged_outputs,
+    write_text_atomic,
+)
 
 if TYPE_CHECKING:
     from .stac import Acquisition
@@ -438,12 +445,11 @@ def finish_pair(pair_dir: str | Path, job: PairJob, *, in_batch: bool = True) ->
             made.append(export.write_detections_gpkg(stage / "detections.gpkg", features))
         else:  # plain images (--gsd): an earlier run's layer would not be this run's
             (pair_dir / "detections.gpkg").unlink(missing_ok=True)
-        if job.before_acquisition is not None or job.after_acquisition is not None:
-            if report.get("acquisition") != acqs:
-                report["acquisition"] = acqs
-                write_text_atomic(stage / "report.json", json.dumps(report, indent=1,
-                                                                    default=str))
-                made.append(stage / "report.json")
+        from_stac = job.before_acquisition is not None or job.after_acquisition is not None
+        if from_stac and report.get("acquisition") != acqs:
+            report["acquisition"] = acqs
+            write_text_atomic(stage / "report.json", json.dumps(report, indent=1, default=str))
+            made.append(stage / "report.json")
         made.append(catalog.write_pair_item(pair_dir, job.name, before=acqs["before"],
                                             after=acqs["after"], catalog=in_batch,
                                             coming=tuple(p.name for p in made),
