@@ -25,13 +25,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from pipeline.batch.runner import finish_pair, run_batch  # noqa: E402
-from pipeline.batch.stac import stac_jobs  # noqa: E402
-from pipeline.config import Config, config_from_mapping  # noqa: E402
-from pipeline.run import run_pair  # noqa: E402
-from pipeline.testing.cases import airport_pair_cases, wrap_case  # noqa: E402
+from pipeline.batch.runner import finish_pair, run_batch
+from pipeline.batch.stac import stac_jobs
+from pipeline.config import Config, config_from_mapping
+from pipeline.run import run_pair
+from pipeline.testing.cases import airport_pair_cases, wrap_case
 
 AIRBUS = REPO.parent / "shared" / "data" / "airbus-aircraft-sample"
 PAIR = ("20bfce20", "534ba32c")
@@ -84,7 +84,7 @@ def styled_layers(out: Path, window_px=(980, 450, 1000, 1000)) -> None:
     symbols = qml.split("<symbols>")[1].split("</symbols>")[0]  # not the source symbol
     outline = {symbol[k]: tuple(int(c) / 255 for c in rgba.split(",")[:3])
                for k, rgba in re.findall(r'<symbol type="fill" name="(\d+)".*?name="outline_color" '
-                                         r'value="([\d,]+)"', symbols, flags=re.S)}
+                                         r'value="([\d,]+)"', symbols, flags=re.DOTALL)}
     col, row, w, h = window_px
     win = Window(col, row, w, h)
     with rasterio.open(out / "airbus-g1-input" / "after.tif") as ds:
