@@ -69,13 +69,25 @@ def _progress_bar(enabled: bool, unit: str = "block", desc: str = "detect"):
 @click.argument("after", required=False, type=click.Path(path_type=Path))
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output folder (created if missing): detections.geojson, report.json, "
-                   "report.html, change_mask.tif, overlay.png; for a batch one such folder per "
-                   "pair plus summary.csv, summary.json, detections.gpkg.")
+                   "report.html, change_mask.tif, overlay.png, detections.gpkg, item.json; for "
+                   "a batch one such folder per pair plus summary.csv, summary.json, "
+                   "detections.gpkg, catalog.json, index.html.")
 @click.option("--manifest", type=click.Path(path_type=Path),
               help="Batch: CSV with a header before,after[,name,before_date,after_date,...].")
 @click.option("--series", type=click.Path(path_type=Path),
               help="Batch: a folder of dated images of one site (or a CSV image[,date]); each "
-                   "image against the previous one, plus timeline.csv.")
+                   "image against the previous one, plus timeline.csv and timeline.png.")
+@click.option("--stac", type=click.Path(path_type=Path),
+              help="Batch: STAC items (an ItemCollection, an item, or a folder of item files) "
+                   "of one or more sites; each acquisition against the previous one of its site, "
+                   "dated by the item's datetime. The image is the asset --asset names, else the "
+                   "item's only asset with role 'data', else with role 'visual'.")
+@click.option("--group-by", "group_by", metavar="PROPERTY", default=None,
+              help="--stac: the item property naming its site (e.g. site), or 'footprint' "
+                   "(items whose images overlap are one site); default stac.group_by, else all "
+                   "items must be of one site.")
+@click.option("--asset", metavar="KEY", default=None,
+              help="--stac: the key of the image asset in every item (default stac.asset).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Batch: local dask worker processes (default: one per core).")
 @click.option("--scheduler", metavar="ADDRESS", default=None,
@@ -102,8 +114,9 @@ def _progress_bar(enabled: bool, unit: str = "block", desc: str = "detect"):
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @click.version_option(__version__, prog_name="detect-changes")
-def main(*, before, after, out_dir, manifest, series, workers, scheduler, memory_limit, force,
-         config_path, overwrite, gsd_m, nodata, allow_unregistered, threads, quiet, verbose, debug):
+def main(*, before, after, out_dir, manifest, series, stac, group_by, asset, workers, scheduler,
+         memory_limit, force, config_path, overwrite, gsd_m, nodata, allow_unregistered, threads,
+         quiet, verbose, debug):
     """Find aircraft and launchers that appeared or disappeared between BEFORE and AFTER.
 
     BEFORE and AFTER are rasters GDAL reads (GeoTIFF, COG, JPEG2000, VRT) with a CRS; they may
@@ -111,32 +124,37 @@ def main(*, before, after, out_dir, manifest, series, workers, scheduler, memory
     grid, its residual shift measured and removed, its radiometry normalised; the change mask is
     cut into blobs whose footprint in metres is matched against the classes of the config.
 
-    A batch (--manifest or --series) runs many pairs on dask, skips pairs already complete
-    (--force redoes them) and records a failing pair without stopping the others.
+    A batch (--manifest, --series or --stac) runs many pairs on dask, skips pairs already
+    complete (--force redoes them) and records a failing pair without stopping the others.
 
     \b
     Examples:
       detect-changes sample_tiles/hmeimim/before.tif sample_tiles/hmeimim/after.tif --out out/hmeimim
       detect-changes --manifest pairs.csv --out out/batch --workers 4
+      detect-changes --stac items.json --group-by site --out out/stac
 
     Exit codes: 0 done; 1 a pair of a batch failed (the others are written); 2 bad usage or
     unusable input (one line on stderr naming the file).
     """
     _setup_logging(verbose, quiet)
-    batch = manifest is not None or series is not None
-    usage = _usage_problem(before=before, after=after, manifest=manifest, series=series,
+    sources = {"--manifest": manifest, "--series": series, "--stac": stac}
+    batch = any(v is not None for v in sources.values())
+    usage = _usage_problem(before=before, after=after, sources=sources,
                            workers=workers, scheduler=scheduler, force=force) or (
+        "--group-by and --asset apply to --stac" if stac is None and (group_by or asset)
+        else None) or (
         "--overwrite applies to one pair; a batch resumes, and --force redoes its pairs"
         if batch and overwrite else None)
     if usage:
         _fail(usage, False)
     try:
-        given = {"input": {"nodata": nodata, "gsd_m": gsd_m}, "processing": {"threads": threads}}
+        given = {"input": {"nodata": nodata, "gsd_m": gsd_m}, "processing": {"threads": threads},
+                 "stac": {"group_by": group_by, "asset": asset}}
         config = load_config(config_path).with_overrides(
             {section: {k: v for k, v in keys.items() if v is not None}
              for section, keys in given.items()}, source="command line")
         if batch:
-            _run_batch(manifest, series, out_dir, config, workers=workers, scheduler=scheduler,
+            _run_batch(sources, out_dir, config, workers=workers, scheduler=scheduler,
                        memory_limit=memory_limit, force=force,
                        allow_unregistered=allow_unregistered, quiet=quiet)
             return
@@ -146,6 +164,8 @@ def main(*, before, after, out_dir, manifest, series, workers, scheduler, memory
             refuse_used_output_dir(out_dir)
         result = run_pair(before, after, out_dir, config, allow_unregistered=allow_unregistered,
                           progress=_progress_bar(not quiet))
+        from .batch.runner import PairJob, finish_pair
+        finish_pair(out_dir, PairJob(Path(out_dir).absolute().name, before, after), in_batch=False)
     except PipelineError as err:
         _fail(err.line(), debug)
     except rasterio.errors.RasterioError as err:
@@ -160,33 +180,41 @@ def main(*, before, after, out_dir, manifest, series, workers, scheduler, memory
                f"outputs in {result.out_dir}")
 
 
-def _usage_problem(*, before, after, manifest, series, workers, scheduler, force) -> str | None:
-    if manifest is not None and series is not None:
-        return "give --manifest or --series, not both"
-    if manifest is not None or series is not None:
+def _usage_problem(*, before, after, sources, workers, scheduler, force) -> str | None:
+    given = [k for k, v in sources.items() if v is not None]
+    if len(given) > 1:
+        return f"give {' or '.join(given)}, not {'both' if len(given) == 2 else 'all three'}"
+    if given:
         if before is not None or after is not None:
-            return "give either BEFORE AFTER or a batch (--manifest / --series), not both"
+            return "give either BEFORE AFTER or a batch (--manifest / --series / --stac), not both"
         if workers and scheduler:
             return "--workers starts a local cluster; leave it out with --scheduler"
         return None
     if before is None or after is None:
-        return "give BEFORE and AFTER, or --manifest PAIRS.csv, or --series FOLDER (see --help)"
+        return ("give BEFORE and AFTER, or --manifest PAIRS.csv, or --series FOLDER, or --stac "
+                "ITEMS.json (see --help)")
     if workers or scheduler or force:
-        return "--workers, --scheduler and --force apply to a batch (--manifest / --series)"
+        return ("--workers, --scheduler and --force apply to a batch (--manifest / --series / "
+                "--stac)")
     return None
 
 
-def _run_batch(manifest, series, out_dir, config, *, quiet, **options) -> None:
+def _run_batch(sources, out_dir, config, *, quiet, **options) -> None:
     import distributed  # noqa: F401  (sets up its loggers on import; quieted below)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .batch.runner import read_manifest, run_batch, series_jobs
+    from .batch.stac import stac_jobs
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
-    jobs = read_manifest(manifest) if manifest is not None else series_jobs(series)
+    manifest, series, stac = sources.values()
+    jobs = read_manifest(manifest) if manifest is not None else series_jobs(series) \
+        if series is not None else stac_jobs(stac, group_by=config.stac.group_by,
+                                              asset=config.stac.asset)
+    dated = series is not None or stac is not None
     bar = not quiet and sys.stderr.isatty()  # else the per-pair log lines are the progress
     with logging_redirect_tqdm() if bar else contextlib.nullcontext():
-        result = run_batch(jobs, out_dir, config, timeline=True if series is not None else None,
+        result = run_batch(jobs, out_dir, config, timeline=True if dated else None,
                            progress=_progress_bar(bar, "pair", "batch") if bar else None, **options)
     for row in result.failed:
         click.echo(f"detect-changes: pair {row['name']} failed: {row['error']}", err=True)

@@ -312,6 +312,16 @@ class OutputConfig(_Strict):
     chip_m: float = Field(100.0, gt=0, description="side of the before/after chips in report.html, metres")
 
 
+class StacConfig(_Strict):
+    """Batches read from STAC items (``--stac``): how items make sites, which asset is the image."""
+
+    group_by: str | None = Field(None, min_length=1, description="the item property naming its "
+                                 "site (e.g. site); 'footprint': items whose images overlap are "
+                                 "one site; null: all items must be of one site")
+    asset: str | None = Field(None, min_length=1, description="key of the image asset; null: "
+                              "the item's only asset with role data, else with role visual")
+
+
 class Zone(_Strict):
     """A named area of the site (e.g. ``apron``, ``sam-site``) for counts per zone."""
 
@@ -485,6 +495,7 @@ class Config(_Strict):
     output: OutputConfig = OutputConfig()
     zones: list[Zone] = Field(default_factory=list, description="optional named lon/lat "
                               "polygons; batch timelines count detections per zone")
+    stac: StacConfig = StacConfig()
 
     @model_validator(mode="after")
     def _unique_classes(self):
@@ -518,8 +529,11 @@ class Config(_Strict):
         return min(c.width_m[0] for c in aircraft)
 
     def digest(self) -> str:
-        """A short hash of the effective configuration (for resume state and reports)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """A short hash of the effective configuration (for resume state and reports).
+
+        ``stac`` is left out: how a batch finds its pairs changes no pair's result (and the
+        pairs of batches run before that section existed stay complete)."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"stac"}), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def with_overrides(self, overrides: Mapping[str, Any], *, source: str | None = None

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import rasterio
 import rasterio.shutil
+import test_stac  # its bad STAC cases have rows in the README too
 from click.testing import CliRunner
 from conftest import REPO, write_tif
 from rasterio.transform import from_origin
@@ -446,4 +447,5 @@ def test_every_case_has_a_row_in_the_readme():
 
 # README rows whose test lives in another module (named in the row)
 ROWS_TESTED_ELSEWHERE = {"corrupt-pair-in-a-batch", "cloud-covered-overlap", "larger-than-memory",
-                         "killed-run", "random-small-rasters"}
+                         "killed-run", "random-small-rasters",
+                         *(f"stac-{case}" for case in test_stac.BAD_CASES)}

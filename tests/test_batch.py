@@ -143,13 +143,13 @@ def test_summary_csv_and_json_hold_one_row_per_pair(batch):
 def test_detections_gpkg_reads_back_with_every_detection_in_lonlat(batch):
     out = batch["out"]
     gpkg = out / "detections.gpkg"
-    info = pyogrio.read_info(gpkg)
+    info = pyogrio.read_info(gpkg, layer="detections")
     rows = json.loads((out / "summary.json").read_text())["pairs"]
     assert info["crs"] == "EPSG:4326" and info["geometry_type"] == "Polygon"
     assert info["features"] == sum(r["detections"] or 0 for r in rows) > 0
     assert {"pair", "before_date", "after_date", "id", "category", "class", "change",
             "length_m", "score"} <= set(info["fields"])
-    frame = pyogrio.read_dataframe(gpkg)
+    frame = pyogrio.read_dataframe(gpkg, layer="detections")
     per_pair = frame.groupby("pair").size().to_dict()
     assert per_pair == {r["name"]: r["detections"] for r in rows if r["detections"]}
     first = rows[0]
@@ -272,7 +272,7 @@ def test_a_crash_in_a_task_is_recorded_and_retried_on_the_next_run(tmp_path, mon
     assert [(r["status"], r["error"], r["error_type"]) for r in result.rows] == [
         ("failed", "RuntimeError: boom", "RuntimeError")]
     assert plan_batch([job], tmp_path / "out", Config()) == {"p": "new"}
-    assert pyogrio.read_info(tmp_path / "out" / "detections.gpkg")["features"] == 0
+    assert pyogrio.read_info(tmp_path / "out" / "detections.gpkg", layer="detections")["features"] == 0
 
 
 def test_failure_record_reads_the_errors_fields_not_its_message(tmp_path):

@@ -19,9 +19,9 @@ import time
 import uuid
 from collections import Counter
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import rasterio.errors
 
@@ -29,24 +29,35 @@ from .. import __version__
 from ..config import Config, Zone
 from ..detect import verifier
 from ..errors import InputError, OutputError, PipelineError, UnreadableInputError
-from ..io import ensure_output_dir, write_text_atomic
+from ..io import (
+    catalog,
+    ensure_output_dir,
+    export,
+    publish,
+    staged_outputs,
+    write_text_atomic,
+)
+
+if TYPE_CHECKING:
+    from .stac import Acquisition
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = ".detect-changes-state.json"
 PAIR_OUTPUTS = ("detections.geojson", "report.json", "report.html", "change_mask.tif", "overlay.png")
 PIXEL_DETECTIONS = "detections_px.geojson"  # instead of detections.geojson for plain images
-BATCH_OUTPUTS = ("summary.csv", "summary.json", "detections.gpkg", "timeline.csv")
+#: written beside run_pair's outputs by :func:`finish_pair`
+PAIR_EXTRAS = ("detections.gpkg", catalog.ITEM_FILE)
+BATCH_OUTPUTS = ("summary.csv", "summary.json", "detections.gpkg", "timeline.csv", "timeline.png",
+                 catalog.CATALOG_FILE, "index.html")
 SERIES_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 CHANGES = ("appeared", "disappeared")
-GPKG_LAYER = "detections"
+GPKG_LAYER = export.GPKG_LAYER
 _STATE_VERSION = 1
 _MANIFEST_COLUMNS = ("before", "after", "name", "before_date", "after_date")
 _RESULT_COLUMNS = ("detections", "shift_x_px", "shift_y_px", "quality", "overlap", "runtime_s",
                    "error", "error_type", "error_path", "error_key")
 _DATE_IN_NAME = re.compile(r"(?<!\d)(\d{4})[-_.]?(\d{2})[-_.]?(\d{2})(?!\d)")
-_DETECTION_FIELDS = ("id", "category", "class", "change", "length_m", "width_m", "area_m2",
-                     "heading_deg", "score", "change_score")
 
 Progress = Callable[[int, int], None]
 
@@ -55,8 +66,10 @@ Progress = Callable[[int, int], None]
 class PairJob:
     """One pair of a batch: its folder name under the batch's output folder, inputs and dates.
 
-    ``before_date`` / ``after_date`` are ISO dates (``YYYY-MM-DD``) or None; ``extra`` holds the
-    manifest's other columns, carried into the summary.
+    ``before_date`` / ``after_date`` are ISO dates (``YYYY-MM-DD``) or datetimes, or None;
+    ``extra`` holds the manifest's other columns, carried into the summary. Pairs read from
+    STAC items carry the two items (``before_acquisition``, ``after_acquisition``) into
+    report.json and the pair's STAC item.
     """
 
     name: str
@@ -65,6 +78,8 @@ class PairJob:
     before_date: str | None = None
     after_date: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    before_acquisition: Acquisition | None = None
+    after_acquisition: Acquisition | None = None
 
 
 @dataclass
@@ -281,7 +296,7 @@ def _named(jobs: list[PairJob], given: list[str], source: Path) -> list[PairJob]
             while name in taken:
                 name, k = f"{auto}-{k}", k + 1
             taken.add(name)
-        out.append(PairJob(name, job.before, job.after, job.before_date, job.after_date, job.extra))
+        out.append(replace(job, name=name))
     return out
 
 
@@ -374,9 +389,10 @@ def process_pair(job: PairJob, out_dir: str | Path, config: Config, *, config_di
     try:
         result = run_pair(job.before, job.after, pair_dir, _with_threads(config, threads_by_worker),
                           allow_unregistered=allow_unregistered)
+        finish_pair(pair_dir, job)
     except (PipelineError, rasterio.errors.RasterioError) as err:
         record = {**failure_record(err), "runtime_s": round(time.perf_counter() - t0, 2)}
-        for name in (*PAIR_OUTPUTS, PIXEL_DETECTIONS):  # no stale results beside a failure
+        for name in (*PAIR_OUTPUTS, PIXEL_DETECTIONS, *PAIR_EXTRAS):  # no stale results beside a failure
             (pair_dir / name).unlink(missing_ok=True)
         if isinstance(err, OutputError):
             return record
@@ -394,6 +410,51 @@ def process_pair(job: PairJob, out_dir: str | Path, config: Config, *, config_di
              "result": record}
     write_text_atomic(pair_dir / STATE_FILE, json.dumps(state, indent=1))
     return record
+
+
+def acquisitions(job: PairJob) -> dict[str, dict]:
+    """What is known of the pair's two images: from STAC items their
+    :meth:`~pipeline.batch.stac.Acquisition.as_dict`, else the raster's path and date."""
+    out = {}
+    for role in ("before", "after"):
+        acq = getattr(job, f"{role}_acquisition")
+        out[role] = acq.as_dict() if acq is not None else {
+            "path": str(getattr(job, role)), "datetime": getattr(job, f"{role}_date")}
+    return out
+
+
+def finish_pair(pair_dir: str | Path, job: PairJob, *, in_batch: bool = True) -> dict[str, Path]:
+    """The files a finished pair gets beside :func:`pipeline.run.run_pair`'s.
+
+    ``detections.gpkg`` (the detections with their QGIS style; not for plain images, which
+    have no place on the map), ``item.json`` (the result as a STAC item,
+    :func:`pipeline.io.catalog.pair_item`, linked to the batch's catalog when ``in_batch``)
+    and, for a pair read from STAC items, ``acquisition`` added to report.json (each item's id,
+    datetime and view angles). Each file is written atomically.
+    """
+    pair_dir = Path(pair_dir)
+    acqs = acquisitions(job)
+    # made in a staging folder and moved in together: a killed run leaves no temporary file
+    # (the next run removes the folder)
+    with staged_outputs(pair_dir) as stage:
+        made = []
+        report = json.loads((pair_dir / "report.json").read_text(encoding="utf-8"))
+        if report.get("grid", {}).get("frame", "map") == "map":
+            geojson = pair_dir / "detections.geojson"
+            features = json.loads(geojson.read_text(encoding="utf-8"))["features"]
+            made.append(export.write_detections_gpkg(stage / "detections.gpkg", features))
+        else:  # plain images (--gsd): an earlier run's layer would not be this run's
+            (pair_dir / "detections.gpkg").unlink(missing_ok=True)
+        from_stac = job.before_acquisition is not None or job.after_acquisition is not None
+        if from_stac and report.get("acquisition") != acqs:
+            report["acquisition"] = acqs
+            write_text_atomic(stage / "report.json", json.dumps(report, indent=1, default=str))
+            made.append(stage / "report.json")
+        made.append(catalog.write_pair_item(pair_dir, job.name, before=acqs["before"],
+                                            after=acqs["after"], catalog=in_batch,
+                                            coming=tuple(p.name for p in made),
+                                            path=stage / catalog.ITEM_FILE))
+        return publish(stage, pair_dir, made, last=catalog.ITEM_FILE)
 
 
 def failure_record(err: BaseException) -> dict:
@@ -559,14 +620,58 @@ def run_batch(jobs: list[PairJob], out_dir: str | Path, config: Config | None = 
         task = _PairTask(out, config, digest, allow_unregistered)
         with scope as c:
             records.update(_run_on(c, todo, task, plan=plan, progress=progress))
+    for job in jobs:  # complete before this version wrote them: add what is missing
+        if records[job.name][0] == "skipped" and any(
+                not (out / job.name / f).is_file() for f in PAIR_EXTRAS
+                if f != "detections.gpkg" or (out / job.name / "detections.geojson").is_file()):
+            finish_pair(out / job.name, job)
     rows = [_row(job, *records[job.name], config) for job in jobs]
     if timeline is None:
         timeline = all(j.after_date for j in jobs)
+    files = write_batch_files(out, rows, jobs, config, timeline=timeline)
+    return BatchResult(out, rows, [j.name for j in todo], files)
+
+
+def write_batch_files(out: Path, rows: list[dict], jobs: list[PairJob], config: Config, *,
+                      timeline: bool) -> dict[str, Path]:
+    """The batch's own files, from its rows: summary.csv and .json, detections.gpkg,
+    catalog.json, with ``timeline`` timeline.csv and timeline.png, and index.html."""
     files = write_summaries(rows, out, jobs, config)
     files["detections.gpkg"] = write_detections_gpkg(out / "detections.gpkg", rows, out)
+    files[catalog.CATALOG_FILE] = catalog.write_catalog(
+        out, [j.name for j in jobs], title=f"detect-changes: {out.name}",
+        description=f"Changes found by detect-changes {__version__}: one item per pair of "
+                    "images (its detections, change mask, overlay and report)")
     if timeline:
-        files["timeline.csv"] = write_timeline(out / "timeline.csv", rows, out, config)
-    return BatchResult(out, rows, [j.name for j in todo], files)
+        from ..report.timeline import write_timeline_png
+
+        lines = timeline_records(rows, out, config)
+        files["timeline.csv"] = write_timeline(out / "timeline.csv", rows, out, config,
+                                               records=lines)
+        files["timeline.png"] = write_timeline_png(out / "timeline.png", lines,
+                                                   _timeline_categories(lines, config))
+    files["index.html"] = _write_index(out, rows, jobs, config, files)
+    return files
+
+
+def _timeline_categories(records: list[dict], config: Config) -> list[str]:
+    """The categories the timeline shows: aircraft and launcher, and any other that counted."""
+    return [c for c in _categories(config)
+            if c in ("aircraft", "launcher") or any(r.get(f"{c}_{ch}") for r in records
+                                                    for ch in CHANGES)]
+
+
+def _write_index(out: Path, rows: list[dict], jobs: list[PairJob], config: Config,
+                 files: dict[str, Path]) -> Path:
+    from ..report.timeline import write_index
+
+    by_name = {j.name: j for j in jobs}
+    shown = [{**r, "acquisitions": acquisitions(by_name[r["name"]])
+              if by_name[r["name"]].before_acquisition is not None else None} for r in rows]
+    links = [f for f in ("summary.csv", "summary.json", "detections.gpkg", "timeline.csv",
+                         catalog.CATALOG_FILE) if f in files]
+    return write_index(out / "index.html", shown, title=out.name, categories=_categories(config),
+                       files=links, timeline="timeline.png" if "timeline.png" in files else None)
 
 
 def _check_memory_limit(limit: str | float) -> None:
@@ -691,53 +796,22 @@ def write_detections_gpkg(path: str | Path, rows: list[dict], out_dir: Path) -> 
     """Every detection of the batch's finished pairs in one GeoPackage layer (EPSG:4326).
 
     Fields: ``pair``, ``before_date`` and ``after_date`` (DateTime, when the pairs have dates),
-    then the properties of ``detections.geojson``; written with pyogrio, atomically.
+    then the properties of ``detections.geojson``; written with pyogrio, atomically, with its
+    QGIS style (:func:`pipeline.io.export.write_detections_gpkg`).
     """
-    import geopandas as gpd
-    import pandas as pd
-    from shapely.geometry import shape
-
-    path = Path(path)
     dated = any(r.get("before_date") or r.get("after_date") for r in rows)
-    records, geoms = [], []
+    features, leading = [], {"pair": []}
+    if dated:
+        leading.update(before_date=[], after_date=[])
     for r in rows:
         if r["status"] not in ("ok", "skipped"):
             continue
         for feat in _pair_features(out_dir, r["name"]):
-            props = feat["properties"]
-            rec = {"pair": r["name"]}
-            if dated:
-                rec.update(before_date=r.get("before_date"), after_date=r.get("after_date"))
-            rec.update({k: props.get(k) for k in _DETECTION_FIELDS})
-            records.append(rec)
-            geoms.append(shape(feat["geometry"]))
-    columns = ["pair"] + (["before_date", "after_date"] if dated else []) + list(_DETECTION_FIELDS)
-    frame = pd.DataFrame(records, columns=columns)
-    for col in ("pair", "id", "category", "class", "change"):
-        frame[col] = frame[col].astype(object)
-    for col in ("length_m", "width_m", "area_m2", "heading_deg", "score", "change_score"):
-        frame[col] = frame[col].astype(float)
-    if dated:  # GeoPackage DateTime fields; values were checked to be ISO dates or datetimes
-        for col in ("before_date", "after_date"):
-            frame[col] = pd.Series([_naive_utc(v) for v in frame[col]],
-                                   dtype="datetime64[ms]", index=frame.index)
-    gdf = gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, crs="EPSG:4326"))
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}{path.suffix}")
-    try:
-        gdf.to_file(tmp, layer=GPKG_LAYER, driver="GPKG", engine="pyogrio", geometry_type="Polygon")
-        os.replace(tmp, path)
-    except OSError as err:
-        raise OutputError(f"{path}: cannot write the GeoPackage ({err})", path=path) from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def _naive_utc(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    stamp = dt.datetime.fromisoformat(value)
-    return stamp.astimezone(dt.timezone.utc).replace(tzinfo=None) if stamp.tzinfo else stamp
+            features.append(feat)
+            for key, values in leading.items():
+                values.append(r["name"] if key == "pair" else r.get(key))
+    return export.write_detections_gpkg(path, features, leading=leading,
+                                        date_fields=("before_date", "after_date") if dated else ())
 
 
 def zone_counts(features: list[dict], zones: list[Zone], categories: list[str]) -> dict:
@@ -760,33 +834,53 @@ def zone_counts(features: list[dict], zones: list[Zone], categories: list[str]) 
     return out
 
 
-def write_timeline(path: str | Path, rows: list[dict], out_dir: Path, config: Config) -> Path:
-    """``timeline.csv``: counts per date (the AFTER date), in date order; per zone as well.
-
-    One row per pair with ``zone`` = ``all`` (the whole scene), plus one per zone of the config.
-    Failed pairs keep their row, with empty counts.
-    """
+def timeline_records(rows: list[dict], out_dir: Path, config: Config) -> list[dict]:
+    """The rows of timeline.csv: per pair (in date order) one for the whole scene (``zone`` =
+    ``all``) and one per zone of the config; ``site`` too when the pairs have one (STAC input
+    grouped by site). Failed pairs keep their rows, with counts None."""
     cats = _categories(config)
     count_cols = [f"{c}_{ch}" for c in cats for ch in CHANGES]
-    cols = ["date", "before_date", "pair", "status", "zone", "detections"] + count_cols
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    writer.writeheader()
     ordered = sorted(rows, key=lambda r: r.get("after_date") or "") \
         if all(r.get("after_date") for r in rows) else rows
+    out = []
     for r in ordered:
         base = {"date": r.get("after_date") or "", "before_date": r.get("before_date") or "",
                 "pair": r["name"], "status": r["status"]}
+        if r.get("site") is not None:
+            base["site"] = r["site"]
         done = r["status"] in ("ok", "skipped")
-        writer.writerow({**base, "zone": "all", "detections": r["detections"] if done else "",
-                         **{c: r[c] if done else "" for c in count_cols}})
+        out.append({**base, "zone": "all", "detections": r["detections"] if done else None,
+                    **{c: r[c] if done else None for c in count_cols}})
         if not config.zones:
             continue
         by_zone = zone_counts(_pair_features(out_dir, r["name"]), config.zones, cats) if done else {}
         for zone in config.zones:
             counts = by_zone.get(zone.name, {})
-            values = {f"{c}_{ch}": counts[c][ch] if done else "" for c in cats for ch in CHANGES}
-            writer.writerow({**base, "zone": zone.name, **values,
-                             "detections": sum(values.values()) if done else ""})
+            values = {f"{c}_{ch}": counts[c][ch] if done else None for c in cats for ch in CHANGES}
+            out.append({**base, "zone": zone.name, **values,
+                        "detections": sum(values.values()) if done else None})
+    return out
+
+
+def write_timeline(path: str | Path, rows: list[dict], out_dir: Path, config: Config, *,
+                   records: list[dict] | None = None) -> Path:
+    """``timeline.csv``: counts per date (the AFTER date), in date order; per zone as well.
+
+    One row per pair with ``zone`` = ``all`` (the whole scene), plus one per zone of the config
+    (:func:`timeline_records`, or ``records`` when already made); a last column ``site`` when
+    the pairs have sites (a manifest's ``site`` column, STAC items grouped by site). Failed
+    pairs keep their row, with empty counts.
+    """
+    records = timeline_records(rows, out_dir, config) if records is None else records
+    cats = _categories(config)
+    count_cols = [f"{c}_{ch}" for c in cats for ch in CHANGES]
+    sited = any("site" in r for r in records)
+    # site last: the columns of earlier versions keep their places
+    cols = ["date", "before_date", "pair", "status", "zone", "detections"] + count_cols + \
+        (["site"] if sited else [])
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if r.get(k) is None else r[k] for k in cols} for r in records)
     write_text_atomic(path, buf.getvalue())
     return Path(path)

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,7 @@ from shapely.geometry import Polygon, mapping
 from shapely.geometry.polygon import orient
 
 from ..detect.classify import Detection
-from ..errors import PipelineError
+from ..errors import OutputError, PipelineError
 from .outputs import write_text_atomic
 from .raster import Grid
 
@@ -83,3 +86,77 @@ def write_geojson(path: str | Path, detections: list[Detection], grid: Grid) -> 
         feature_collection(detections, grid)
     write_text_atomic(path, json.dumps(fc, indent=1))
     return Path(path)
+
+
+#: the properties of detections.geojson kept in a GeoPackage, in order
+GPKG_FIELDS = ("id", "category", "class", "change", "length_m", "width_m", "area_m2",
+               "heading_deg", "score", "change_score")
+GPKG_LAYER = "detections"
+
+
+def write_detections_gpkg(path: str | Path, features: list[dict], *,
+                          leading: dict[str, list] | None = None,
+                          date_fields: tuple[str, ...] = ()) -> Path:
+    """Write lon/lat detection features as one styled GeoPackage layer ``detections``, atomically.
+
+    Parameters
+    ----------
+    path : path
+        The ``.gpkg`` file; made under a temporary name beside it and renamed when complete.
+    features : list of dict
+        GeoJSON Features (EPSG:4326) with the properties of ``detections.geojson``.
+    leading : dict of str to list, optional
+        Fields put before the detection's properties, one value per feature (a batch's
+        ``pair``, ``before_date``, ``after_date``).
+    date_fields : tuple of str
+        Which of ``leading`` are ISO dates or datetimes, written as GeoPackage DateTime (UTC).
+
+    Notes
+    -----
+    The layer carries its QGIS style in the GeoPackage's ``layer_styles`` table
+    (:func:`pipeline.report.styles.detections_qml`): QGIS opens it with appeared amber,
+    disappeared blue, labelled ``class id``.
+    """
+    import geopandas as gpd
+    import pandas as pd
+    from shapely.geometry import shape
+
+    from ..report.styles import add_layer_style, detections_qml
+
+    path = Path(path)
+    leading = leading or {}
+    columns = list(leading) + list(GPKG_FIELDS)
+    frame = pd.DataFrame({**{k: list(v) for k, v in leading.items()},
+                          **{k: [f["properties"].get(k) for f in features] for k in GPKG_FIELDS}},
+                         columns=columns)
+    for col in columns:
+        if col in date_fields:  # values were checked to be ISO dates or datetimes
+            frame[col] = pd.Series([_naive_utc(v) for v in frame[col]],
+                                   dtype="datetime64[ms]", index=frame.index)
+        elif col in ("length_m", "width_m", "area_m2", "heading_deg", "score", "change_score"):
+            frame[col] = frame[col].astype(float)
+        else:
+            frame[col] = frame[col].astype(object)
+    geoms = gpd.GeoSeries([shape(f["geometry"]) for f in features], crs="EPSG:4326")
+    gdf = gpd.GeoDataFrame(frame, geometry=geoms)
+    # the GPKG driver makes the file itself, and wants the .gpkg extension
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}{path.suffix}")
+    try:
+        gdf.to_file(tmp, layer=GPKG_LAYER, driver="GPKG", engine="pyogrio", geometry_type="Polygon")
+        add_layer_style(tmp, GPKG_LAYER, detections_qml(),
+                        description="detect-changes: appeared amber, disappeared blue")
+        os.replace(tmp, path)
+    except (OSError, sqlite3.Error) as err:
+        raise OutputError(f"{path}: cannot write the GeoPackage ({err})", path=path) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _naive_utc(value: str | None):
+    import datetime as dt
+
+    if not value:
+        return None
+    stamp = dt.datetime.fromisoformat(value)
+    return stamp.astimezone(dt.timezone.utc).replace(tzinfo=None) if stamp.tzinfo else stamp

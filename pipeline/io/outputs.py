@@ -75,10 +75,19 @@ def write_bytes_atomic(final: str | Path, data: bytes) -> None:
             os.fsync(fh.fileno())
 
 
+#: the change mask's colour table (RGB; a TIFF palette holds no opacity): no change white,
+#: change magenta (apart from the detections' amber and blue), nodata grey (and transparent in
+#: GIS software, as the band's nodata value)
+MASK_COLOURS = {0: (255, 255, 255, 255), 1: (230, 0, 200, 255), 255: (160, 160, 160, 255)}
+MASK_MEANING = "0 no change, 1 change, 255 nodata"
+
+
 class MaskWriter:
     """Writes the change mask block by block into a tiled GeoTIFF, then publishes it as a COG.
 
-    Values: 0 no change, 1 change, 255 nodata (outside valid data of either image).
+    Values: 0 no change, 1 change, 255 nodata (outside valid data of either image); the COG
+    carries the colour table :data:`MASK_COLOURS` (a paletted band: GIS software shows the
+    classes, not a grey ramp) and the band description says what the values mean.
     """
 
     NODATA = 255
@@ -114,6 +123,11 @@ class MaskWriter:
 
     def close(self) -> None:
         """Finish: build overviews, copy to a COG under a temporary name, rename."""
+        if self._ds.mode != "w":
+            self._ds.close()
+            self._ds = rasterio.open(self._tmp, "r+")
+        self._ds.write_colormap(1, {v: MASK_COLOURS.get(v, (0, 0, 0, 0)) for v in range(256)})
+        self._ds.set_band_description(1, f"change mask: {MASK_MEANING}")
         self._ds.close()
         try:
             # a small block cache: the copy reads each block once, and GDAL would otherwise
