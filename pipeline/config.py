@@ -152,11 +152,12 @@ class DifferenceConfig(_Strict):
                                   "an outline that one image has and the other lacks seeds and "
                                   "grows the mask like a change of level, so an aircraft survives "
                                   "where a scene-wide change of level hides its body; 0 = off")
-    screen: float = Field(0.75, ge=0, le=1, description="the cascade's screen: the mask is "
-                          "computed only around the 2 m cells whose mean difference (or "
-                          "gradient) reaches this share of the least a seed needs; the rest of "
-                          "the block is taken as unchanged. 0 = every pixel (slower, the same "
-                          "mask wherever the screen keeps every seed)")
+    screen: float = Field(0.0, ge=0, le=1, description="the cascade's screen (off by "
+                          "default: slower than no screen on the 16000 px speed pair, and no "
+                          "faster on the real pairs, docs/cascade.md): compute the mask only "
+                          "around the 2 m cells whose mean difference (or gradient) reaches "
+                          "this share of the least a seed needs, e.g. 0.75; the same mask "
+                          "wherever the screen keeps every seed. 0: every pixel")
     nodata_margin_px: int = Field(8, ge=0, le=256, description="pixels this close to nodata never count "
                                   "(resampling and compression blur the edge of the data)")
 
