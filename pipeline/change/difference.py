@@ -635,7 +635,7 @@ def windows_near(marked: np.ndarray, reach_px: int, *, cell_px: int = WINDOW_CEL
 
 def disjoint(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
     """Boxes (r0, c0, r1, c1) with the overlapping ones replaced by their union, until none
-    overlaps."""
+    overlaps (quadratic or worse in the count: slow for the hundreds of a busy block)."""
     boxes = list(boxes)
     merged = True
     while merged:
@@ -732,9 +732,9 @@ def window_reach_px(cfg: DifferenceConfig, res_m: float) -> int:
 
 def _window_mask(sb: list[np.ndarray], sa: list[np.ndarray], before: np.ndarray,
                  after: np.ndarray, valid_block: np.ndarray, sigma: np.ndarray, *,
-                 window: tuple[slice, slice], res_m: float, cfg: DifferenceConfig, noise: LocalNoise | None,
-                 cells: Callable[[], _CellGain] | None, structure_unit: float | None
-                 ) -> np.ndarray:
+                 window: tuple[slice, slice], res_m: float, cfg: DifferenceConfig,
+                 noise: LocalNoise | None, cells: Callable[[], _CellGain] | None,
+                 structure_unit: float | None) -> np.ndarray:
     """:func:`block_change_mask` of the ``window`` (rows, columns) of a block whose bands are
     smoothed (``sb``, ``sa``); ``cells()`` gives the block's local gain."""
     rows, cols = window
