@@ -346,7 +346,7 @@ def test_screen_skips_a_block_of_noise_and_keeps_a_faint_object():
     before = rng.normal(100, 2, (3, 400, 400)).astype(np.float32)
     after = before + rng.normal(0, 2, before.shape).astype(np.float32)
     valid = np.ones((400, 400), bool)
-    cfg = DifferenceConfig(local_noise_m=0)
+    cfg = DifferenceConfig(local_noise_m=0, screen=0.75)
     sigma = np.float32([2.0, 2.0, 2.0])
     quiet = screened_change_mask(before, after, valid, sigma, res_m=0.5, cfg=cfg)
     assert quiet.looked_share == 0 and not quiet.mask.any()
