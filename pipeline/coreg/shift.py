@@ -78,6 +78,10 @@ def _fill_invalid(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
+#: decimals (pixels) a measured shift is rounded to
+SHIFT_DECIMALS = 4
+
+
 def _phase_correlate(ref: np.ndarray, mov: np.ndarray) -> tuple[float, float, float]:
     h, w = ref.shape
     hann = cv2.createHanningWindow((w, h), cv2.CV_32F)
@@ -237,6 +241,11 @@ def estimate_shift(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarr
     lums = [(_fill_invalid(to_luminance(b, band), v), _fill_invalid(to_luminance(a, band), v), v)
             for (_, b, a, v), ok in zip(windows_used, inlier) if ok]
     refined = refine_shift(lums, float(consensus[0]), float(consensus[1]))
+    # to 1e-4 px, far below its precision: OpenCV's phase correlation rounds differently with
+    # its buffers' memory alignment, and the same windows gave shifts 1e-7 px apart from one
+    # call to the next in one process; everything downstream (the warp, the radiometry, the
+    # detections) followed
+    refined = tuple(round(v, SHIFT_DECIMALS) for v in refined)
     return Shift(refined[0], refined[1], round(float(quality), 4),
                  "phase-correlation consensus + tile refinement", round(spread, 4), tuple(results),
                  round(local_spread, 4))
