@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .shift import Shift, WindowShift, _fill_invalid, to_luminance, window_shift
+from .shift import (
+    SHIFT_DECIMALS,
+    Shift,
+    WindowShift,
+    _fill_invalid,
+    to_luminance,
+    window_shift,
+)
 
 #: Shift.method of a shift measured on the ground plane
 GROUND_METHOD = "ground-plane consensus of small windows"
@@ -288,7 +295,7 @@ def estimate_ground_shift(windows: list[tuple[tuple[float, float], np.ndarray, n
     coef, model, ground, scale = _ground_model(measured, centre_px, window_px=window_px,
                                                tolerance_px=tolerance_px, max_slope=max_slope)
     n_ground = int(ground.sum())
-    dx, dy = (float(v) for v in coef[0])
+    dx, dy = (round(float(v), SHIFT_DECIMALS) for v in coef[0])  # as estimate_shift's
     spread = float(np.median(np.hypot(*(shifts - model)[ground].T))) if n_ground else 0.0
     trend = float(np.hypot(*(model[ground] - coef[0]).T).max()) if n_ground else 0.0
     quality = _quality(n_ground, len(measured), np.median(peaks[ground]) if n_ground else 0.0,

@@ -379,8 +379,8 @@ def estimate_field(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarr
     dx = _filled(np.where(keep, raw_dx, np.nan), gdx)
     dy = _filled(np.where(keep, raw_dy, np.nan), gdy)
     # light smoothing: outliers are gone already, and a heavier one flattens real gradients
-    dx = ndimage.gaussian_filter(dx, 0.5, mode="nearest")
-    dy = ndimage.gaussian_filter(dy, 0.5, mode="nearest")
+    dx = ndimage.gaussian_filter(dx, 0.5, mode="nearest").round(SHIFT_DECIMALS)
+    dy = ndimage.gaussian_filter(dy, 0.5, mode="nearest").round(SHIFT_DECIMALS)
     return ShiftField(np.asarray(cols_px, float), np.asarray(rows_px, float), dx, dy, keep,
                       raw_dx, raw_dy)
 
