@@ -15,7 +15,7 @@ import numpy as np
 from affine import Affine
 
 from .. import __version__
-from .outputs import MaskWriter, write_text_atomic
+from .outputs import MaskWriter, utc_datetime, write_text_atomic
 
 ITEM_FILE = "item.json"
 CATALOG_FILE = "catalog.json"
@@ -78,15 +78,6 @@ def _counter_clockwise(geom):
     return orient(geom, sign=1.0) if geom.geom_type == "Polygon" else geom
 
 
-def _stamp(value: str | None) -> dt.datetime | None:
-    """An ISO date or datetime as an aware UTC datetime (a date: its midnight, UTC)."""
-    if not value:
-        return None
-    stamp = dt.datetime.fromisoformat(value)
-    return stamp.astimezone(dt.timezone.utc) if stamp.tzinfo else \
-        stamp.replace(tzinfo=dt.timezone.utc)
-
-
 def pair_item(pair_dir: str | Path, name: str, *, before: dict, after: dict,
               catalog: bool = False, coming: tuple[str, ...] = ()):
     """The STAC item describing one pair's result, from the files in ``pair_dir``.
@@ -126,7 +117,7 @@ def pair_item(pair_dir: str | Path, name: str, *, before: dict, after: dict,
     # their detections are in pixel coordinates only
     footprint = None if pixel_frame else overlap_footprint(pair_dir / "change_mask.tif")
     skip = {"detections", "detections_gpkg"} if pixel_frame else {"detections_px"}
-    start, end = _stamp(before.get("datetime")), _stamp(after.get("datetime"))
+    start, end = utc_datetime(before.get("datetime")), utc_datetime(after.get("datetime"))
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     co = report.get("coregistration", {})
     props = {"created": pystac.utils.datetime_to_str(now),

@@ -15,7 +15,7 @@ from shapely.geometry.polygon import orient
 
 from ..detect.classify import Detection
 from ..errors import OutputError, PipelineError
-from .outputs import write_text_atomic
+from .outputs import utc_datetime, write_text_atomic
 from .raster import Grid
 
 
@@ -154,9 +154,5 @@ def write_detections_gpkg(path: str | Path, features: list[dict], *,
 
 
 def _naive_utc(value: str | None):
-    import datetime as dt
-
-    if not value:
-        return None
-    stamp = dt.datetime.fromisoformat(value)
-    return stamp.astimezone(dt.timezone.utc).replace(tzinfo=None) if stamp.tzinfo else stamp
+    stamp = utc_datetime(value)
+    return None if stamp is None else stamp.replace(tzinfo=None)

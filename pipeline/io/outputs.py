@@ -7,6 +7,7 @@ into the output folder together.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import secrets
 import shutil
@@ -73,6 +74,17 @@ def write_bytes_atomic(final: str | Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def utc_datetime(value: str | None) -> dt.datetime | None:
+    """An ISO 8601 date or datetime as an aware UTC datetime (a naive one, or a date's
+    midnight, taken as UTC); None when ``value`` is empty. The dates of pairs, series and
+    STAC items, as outputs record them."""
+    if not value:
+        return None
+    stamp = dt.datetime.fromisoformat(value)
+    return (stamp.astimezone(dt.timezone.utc) if stamp.tzinfo
+            else stamp.replace(tzinfo=dt.timezone.utc))
 
 
 #: the change mask's colour table (RGB; a TIFF palette holds no opacity): no change white,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.outputs import write_bytes_atomic, write_text_atomic
+from ..io.outputs import utc_datetime, write_bytes_atomic, write_text_atomic
 from .draw import CHANGE_COLOURS
 
 CHANGES = ("appeared", "disappeared")
@@ -26,8 +26,7 @@ def _hex(rgb: tuple[int, int, int]) -> str:
 
 
 def _when(value: str) -> dt.datetime:
-    stamp = dt.datetime.fromisoformat(value)
-    return stamp.astimezone(dt.timezone.utc).replace(tzinfo=None) if stamp.tzinfo else stamp
+    return utc_datetime(value).replace(tzinfo=None)
 
 
 def _panels(records: Sequence[dict]) -> list[tuple[str | None, str]]:
