@@ -27,10 +27,9 @@ sys.path.insert(0, str(REPO))
 
 from PIL import Image
 
-from pipeline.batch.runner import finish_pair, run_batch
+from pipeline.batch.runner import run_batch, run_job
 from pipeline.batch.stac import stac_jobs
 from pipeline.config import Config, config_from_mapping
-from pipeline.run import run_pair
 from pipeline.testing.cases import airport_pair_cases, wrap_case
 
 AIRBUS = REPO.parent / "shared" / "data" / "airbus-aircraft-sample"
@@ -49,8 +48,7 @@ def airbus_overlay(out: Path) -> None:
     case = next(c for c in airport_pair_cases(AIRBUS)
                 if c.before.name.startswith(PAIR[0]) and c.after.name.startswith(PAIR[1]))
     before, after = wrap_case(case, out / "airbus-g1-input")
-    result = run_pair(before, after, out / "airbus-g1", Config())
-    finish_pair(out / "airbus-g1", _job(before, after), in_batch=False)
+    result = run_job(_job(before, after), out / "airbus-g1", Config(), in_batch=False)
     co = result.report["coregistration"]
     print(f"airbus {case.name}: {len(result.detections)} detections, counts "
           f"{json.dumps(result.report['counts'])}, shift {co['shift_x_px']:+.2f}, "

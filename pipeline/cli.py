@@ -158,14 +158,13 @@ def main(*, before, after, out_dir, manifest, series, stac, group_by, asset, wor
                        memory_limit=memory_limit, force=force,
                        allow_unregistered=allow_unregistered, quiet=quiet)
             return
-        from .run import run_pair
+        from .batch.runner import PairJob, run_job
         if not overwrite:
             from .io import refuse_used_output_dir
             refuse_used_output_dir(out_dir)
-        result = run_pair(before, after, out_dir, config, allow_unregistered=allow_unregistered,
-                          progress=_progress_bar(not quiet))
-        from .batch.runner import PairJob, finish_pair
-        finish_pair(out_dir, PairJob(Path(out_dir).absolute().name, before, after), in_batch=False)
+        result = run_job(PairJob(Path(out_dir).absolute().name, before, after), out_dir, config,
+                         in_batch=False, allow_unregistered=allow_unregistered,
+                         progress=_progress_bar(not quiet))
     except PipelineError as err:
         _fail(err.line(), debug)
     except rasterio.errors.RasterioError as err:

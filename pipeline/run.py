@@ -127,7 +127,8 @@ def _pool(scene: Scene, registration: Registration, a_vrt, threads: int, *extra)
 
 def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
              config: Config | None = None, *, allow_unregistered: bool = False,
-             progress: Progress | None = None, recorder: list | None = None) -> PairResult:
+             progress: Progress | None = None, recorder: list | None = None,
+             finish: Callable[[Path], list[Path]] | None = None) -> PairResult:
     """Detect changes between ``before`` and ``after`` and write every output to ``out_dir``.
 
     Parameters
@@ -146,6 +147,11 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
     recorder : list, optional
         Receives a record of every aircraft candidate the verifier would judge, and keeps
         them all (the training dump: :class:`~pipeline.detect.judge.Judge`).
+    finish : callable(folder) -> list of paths, optional
+        Makes more files from the run's, in the folder they are staged in (which holds them
+        all, report.json included, and may rewrite report.json); the paths it returns are
+        published with the run's, in the same step (the batch's
+        :func:`~pipeline.batch.runner.pair_extras`).
 
     Raises
     ------
@@ -164,8 +170,11 @@ def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,
     out = rio.ensure_output_dir(out_dir)
     with rio.staged_outputs(out) as stage:
         result = _run_pair_into(stage, before, after, config, run)
+        made = list(result.files.values())
+        if finish is not None:
+            made += [f for f in finish(stage) if f not in made]
         # published in this order: report.json, last, says the folder is complete
-        files = rio.publish(stage, out, list(result.files.values()), last="report.json")
+        files = rio.publish(stage, out, made, last="report.json")
     return replace(result, out_dir=out, files=files)
 
 

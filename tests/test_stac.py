@@ -319,6 +319,35 @@ def test_a_single_pair_writes_a_styled_gpkg_and_a_stac_item_of_its_result(tmp_pa
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
+def test_the_layer_and_the_item_are_published_with_the_run_or_nothing_is(tmp_path, monkeypatch):
+    """The GeoPackage and item.json are made in the run's staging folder: a run that fails
+    while making them (here the GeoPackage writer) leaves the folder as it was, not a
+    complete-looking report.json without them."""
+    from pipeline.batch import runner
+    from pipeline.batch.runner import PairJob, run_job
+    from pipeline.config import config_from_mapping
+
+    paths = synth.write_pair(synth.make_pair(seed=4, size_px=256), tmp_path / "in")
+    config = config_from_mapping({"coregistration": {"grid": 2, "window_px": 128},
+                                  "output": {"overlay_max_px": 256}})
+    job = PairJob("out", paths["before"], paths["after"])
+
+    def broken(path, features, **kw):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(runner.export, "write_detections_gpkg", broken)
+    with pytest.raises(OSError):
+        run_job(job, tmp_path / "out", config, in_batch=False)
+    assert list((tmp_path / "out").iterdir()) == []
+    monkeypatch.undo()
+    run_job(job, tmp_path / "out", config, in_batch=False)
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"report.json", "detections.gpkg", "item.json", "change_mask.tif"} <= names
+    item = pystac.Item.from_file(str(tmp_path / "out" / "item.json"))
+    assert {"detections_gpkg", "report_json", "change_mask"} <= set(item.assets)
+
+
 def test_timeline_picture_has_a_row_per_site_and_zone_and_marks_a_failed_pair(tmp_path):
     from pipeline.report.timeline import timeline_figure, write_timeline_png
 

@@ -379,7 +379,6 @@ def process_pair(job: PairJob, out_dir: str | Path, config: Config, *, config_di
     permissions).
     """
     from ..report.model import as_report
-    from ..run import run_pair
 
     pair_dir = Path(out_dir) / job.name
     pair_dir.mkdir(parents=True, exist_ok=True)
@@ -387,9 +386,8 @@ def process_pair(job: PairJob, out_dir: str | Path, config: Config, *, config_di
     inputs = {"before": input_fingerprint(job.before), "after": input_fingerprint(job.after)}
     t0 = time.perf_counter()
     try:
-        result = run_pair(job.before, job.after, pair_dir, _with_threads(config, threads_by_worker),
-                          allow_unregistered=allow_unregistered)
-        finish_pair(pair_dir, job)
+        result = run_job(job, pair_dir, _with_threads(config, threads_by_worker),
+                         allow_unregistered=allow_unregistered)
     except (PipelineError, rasterio.errors.RasterioError) as err:
         record = {**failure_record(err), "runtime_s": round(time.perf_counter() - t0, 2)}
         for name in (*PAIR_OUTPUTS, PIXEL_DETECTIONS, *PAIR_EXTRAS):  # no stale results beside a failure
@@ -423,37 +421,63 @@ def acquisitions(job: PairJob) -> dict[str, dict]:
     return out
 
 
-def finish_pair(pair_dir: str | Path, job: PairJob, *, in_batch: bool = True) -> dict[str, Path]:
-    """The files a finished pair gets beside :func:`pipeline.run.run_pair`'s.
+def pair_extras(folder: str | Path, job: PairJob, *, in_batch: bool = True,
+                into: str | Path | None = None) -> list[Path]:
+    """The files a pair gets beside :func:`pipeline.run.run_pair`'s, made from the run's files
+    in ``folder`` and written into ``into`` (default: ``folder`` itself, e.g. the run's staging
+    folder, as ``run_pair(..., finish=...)`` calls it); returns their paths.
 
     ``detections.gpkg`` (the detections with their QGIS style; not for plain images, which
     have no place on the map), ``item.json`` (the result as a STAC item,
     :func:`pipeline.io.catalog.pair_item`, linked to the batch's catalog when ``in_batch``)
-    and, for a pair read from STAC items, ``acquisition`` added to report.json (each item's id,
-    datetime and view angles). Each file is written atomically.
+    and, for a pair read from STAC items, report.json again with ``acquisition`` added (each
+    item's id, datetime and view angles). Each file is written atomically.
     """
-    pair_dir = Path(pair_dir)
+    folder = Path(folder)
+    into = folder if into is None else Path(into)
     acqs = acquisitions(job)
-    # made in a staging folder and moved in together: a killed run leaves no temporary file
-    # (the next run removes the folder)
+    made = []
+    report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    if report.get("grid", {}).get("frame", "map") == "map":
+        features = json.loads((folder / "detections.geojson").read_text(encoding="utf-8")
+                              )["features"]
+        made.append(export.write_detections_gpkg(into / "detections.gpkg", features))
+    from_stac = job.before_acquisition is not None or job.after_acquisition is not None
+    if from_stac and report.get("acquisition") != acqs:
+        report["acquisition"] = acqs
+        write_text_atomic(into / "report.json", json.dumps(report, indent=1, default=str))
+        made.append(into / "report.json")
+    made.append(catalog.write_pair_item(folder, job.name, before=acqs["before"],
+                                        after=acqs["after"], catalog=in_batch,
+                                        coming=tuple(p.name for p in made),
+                                        path=into / catalog.ITEM_FILE))
+    return made
+
+
+def run_job(job: PairJob, pair_dir: str | Path, config: Config, *, in_batch: bool = True,
+            allow_unregistered: bool = False, progress=None):
+    """:func:`pipeline.run.run_pair` on one job, its :func:`pair_extras` published with the
+    run's files in one step (a run killed at any point leaves an earlier run's folder whole,
+    or this run's whole)."""
+    from ..run import run_pair
+
+    pair_dir = Path(pair_dir)
+    result = run_pair(job.before, job.after, pair_dir, config,
+                      allow_unregistered=allow_unregistered, progress=progress,
+                      finish=lambda stage: pair_extras(stage, job, in_batch=in_batch))
+    if result.report.get("grid", {}).get("frame", "map") != "map":
+        # plain images (--gsd): an earlier run's layer would not be this run's
+        (pair_dir / "detections.gpkg").unlink(missing_ok=True)
+    return result
+
+
+def finish_pair(pair_dir: str | Path, job: PairJob, *, in_batch: bool = True) -> dict[str, Path]:
+    """:func:`pair_extras` for a pair folder that an earlier version completed without them,
+    made in a staging folder and moved in together (a killed run leaves no temporary file: the
+    next run removes the folder)."""
+    pair_dir = Path(pair_dir)
     with staged_outputs(pair_dir) as stage:
-        made = []
-        report = json.loads((pair_dir / "report.json").read_text(encoding="utf-8"))
-        if report.get("grid", {}).get("frame", "map") == "map":
-            geojson = pair_dir / "detections.geojson"
-            features = json.loads(geojson.read_text(encoding="utf-8"))["features"]
-            made.append(export.write_detections_gpkg(stage / "detections.gpkg", features))
-        else:  # plain images (--gsd): an earlier run's layer would not be this run's
-            (pair_dir / "detections.gpkg").unlink(missing_ok=True)
-        from_stac = job.before_acquisition is not None or job.after_acquisition is not None
-        if from_stac and report.get("acquisition") != acqs:
-            report["acquisition"] = acqs
-            write_text_atomic(stage / "report.json", json.dumps(report, indent=1, default=str))
-            made.append(stage / "report.json")
-        made.append(catalog.write_pair_item(pair_dir, job.name, before=acqs["before"],
-                                            after=acqs["after"], catalog=in_batch,
-                                            coming=tuple(p.name for p in made),
-                                            path=stage / catalog.ITEM_FILE))
+        made = pair_extras(pair_dir, job, in_batch=in_batch, into=stage)
         return publish(stage, pair_dir, made, last=catalog.ITEM_FILE)
 
 
