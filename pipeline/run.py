@@ -361,7 +361,8 @@ def _mask_pass(passes: _Passes, blocks: list, writer, overview, sighter, *, tota
                           config=passes.config, watch=passes.run.watch,
                           observe=lambda core, *parts: overview.add(
                               int(core.col_off), int(core.row_off), *parts),
-                          sight=sighter and sighter.sight)
+                          sight=sighter and sighter.sight,
+                          sight_reads_mask=sighter is not None and sighter.reach_px is not None)
 
     changed: set[tuple[int, int]] = set()
     pool = passes.pool()

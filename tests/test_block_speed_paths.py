@@ -20,6 +20,7 @@ from pipeline.change.difference import (
     shadow_change,
     smooth,
     structure_score,
+    window_reach_px,
 )
 from pipeline.change.radiometry import fast_quantiles
 from pipeline.config import DifferenceConfig
@@ -357,3 +358,34 @@ def test_screen_skips_a_block_of_noise_and_keeps_a_faint_object():
     assert full.mask[201:213, 151:157].mean() > 0.5
     np.testing.assert_array_equal(faint.mask, full.mask)
     assert 0 < faint.looked_share < 0.2
+
+
+@pytest.mark.parametrize("hole", [False, True])
+@pytest.mark.parametrize("local, unit", [(False, None), (True, None), (True, 3.0)])
+def test_the_core_mask_alone_equals_the_whole_array_mask_there(scene, hole, local, unit):
+    # a block's core read with the mask's reach as margin: the per-pixel work runs only on the
+    # core grown by window_reach_px, and the core's mask is the whole array's
+    before, after = scene
+    valid = np.ones(before.shape[1:], bool)
+    if hole:
+        valid[60:140, 300:420] = False
+    cfg = DifferenceConfig(local_noise_m=10 if local else 0)
+    sigma = np.float32([6.0, 5.5, 7.0])
+    noise = (LocalNoise((6.0, 5.5, 7.0), (2.0, 2.0, 2.0), 1.0, local_radius_px(cfg, 0.5), 0.5,
+                        (0.5, 3.0)) if local else None)
+    whole = screened_change_mask(before, after, valid, sigma, res_m=0.5, cfg=cfg, noise=noise,
+                                 structure_unit=unit, screened=False).mask
+    reach = window_reach_px(cfg, 0.5)
+    core = (slice(reach + 40, before.shape[1] - reach - 30), slice(reach + 25, 380))
+    assert whole[core].sum() > 200
+    part = screened_change_mask(before, after, valid, sigma, res_m=0.5, cfg=cfg, noise=noise,
+                                structure_unit=unit, screened=False, inner=core)
+    np.testing.assert_array_equal(part.mask[core], whole[core])
+    assert not part.mask[:core[0].start - reach].any() and part.looked_share == 1.0
+    # the work stopped short of the array: a pixel beyond the core's window changes nothing
+    far = after.copy()
+    far[:, :core[0].start - reach, :] += 200
+    again = screened_change_mask(before, far, valid, sigma, res_m=0.5, cfg=cfg, noise=noise,
+                                 structure_unit=unit, screened=False, inner=core)
+    if not local:  # (the local gain is counted over the whole array)
+        np.testing.assert_array_equal(again.mask, part.mask)

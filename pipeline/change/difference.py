@@ -665,10 +665,10 @@ def seed_reach_px(cfg: DifferenceConfig, res_m: float) -> int:
 def screened_change_mask(before: np.ndarray, after: np.ndarray, valid: np.ndarray,
                          sigma: np.ndarray, *, res_m: float, cfg: DifferenceConfig,
                          noise: LocalNoise | None = None, origin: tuple[int, int] = (0, 0),
-                         structure_unit: float | None = None, screened: bool = True
-                         ) -> Screened:
+                         structure_unit: float | None = None, screened: bool = True,
+                         inner: tuple[slice, slice] | None = None) -> Screened:
     """:func:`block_change_mask`, its per-pixel work done only in windows around what
-    :func:`screen` keeps (``cfg.screen`` > 0 and ``screened``).
+    :func:`screen` keeps (``cfg.screen`` > 0 and ``screened``), or only where ``inner`` needs.
 
     Both images are smoothed, and the local gain counted, over the whole block; the rest (the
     differences, the structure score, the score, the seeds and the cleaning) runs in each
@@ -677,6 +677,12 @@ def screened_change_mask(before: np.ndarray, after: np.ndarray, valid: np.ndarra
     mask is kept in its inner part, which is exactly the whole block's there (the mask is
     local). So the result is the whole block's wherever the screen kept every seed; outside
     the windows it is empty.
+
+    ``inner`` (rows, columns of the block, e.g. a block's core inside the margin it was read
+    with), unscreened: the mask is wanted there only. The per-pixel work runs on it grown by
+    :func:`window_reach_px` (a quarter less than a 1024 px core's whole padded block at
+    0.5 m), and the mask is exactly the whole block's in ``inner``, empty elsewhere.
+    ``looked_share`` stays 1.0: the screen dropped nothing.
     """
     n_bands = before.shape[0]
     m, n = valid.shape
@@ -699,6 +705,10 @@ def screened_change_mask(before: np.ndarray, after: np.ndarray, valid: np.ndarra
         if noise is not None and kept.any():
             kept &= screen(before, after, valid, sigma, gain=cells().expand(cells().gain), **kw)
         looks = windows_near(kept, seed_reach_px(cfg, res_m) + reach)
+    elif inner is not None:
+        rows, cols = inner
+        looks = [(slice(max(0, rows.start - reach), min(m, rows.stop + reach)),
+                  slice(max(0, cols.start - reach), min(n, cols.stop + reach)))]
     mask = np.zeros((m, n), bool)
     if not looks:
         return Screened(mask, 0.0)
@@ -719,6 +729,8 @@ def screened_change_mask(before: np.ndarray, after: np.ndarray, valid: np.ndarra
         if r1 > r0 and c1 > c0:
             mask[rows.start + r0:rows.start + r1, cols.start + c0:cols.start + c1] |= \
                 part[r0:r1, c0:c1]
+    if not (screened and cfg.screen > 0):
+        return Screened(mask, 1.0)
     share = sum((r.stop - r.start) * (c.stop - c.start) for r, c in looks) / (m * n)
     return Screened(mask, share)
 

@@ -31,7 +31,8 @@ BlockSighter = Callable[[tuple[Window, Window], np.ndarray, np.ndarray, np.ndarr
 def mask_block(readers: tuple, windows: tuple[Window, Window], *, scene: Scene,
                noise: NoiseModel, config: Config, watch: Stopwatch,
                observe: BlockObserver | None = None,
-               sight: BlockSighter | None = None) -> tuple[np.ndarray, float]:
+               sight: BlockSighter | None = None, sight_reads_mask: bool = True
+               ) -> tuple[np.ndarray, float]:
     """The cleaned change mask of one block's core: 0/1, 255 (nodata) where invalid; and how
     many of the block's pixels (margin included) the screen looked at closely.
 
@@ -49,6 +50,10 @@ def mask_block(readers: tuple, windows: tuple[Window, Window], *, scene: Scene,
         Sees each block's core as read (:data:`BlockObserver`).
     sight : callable, optional
         Sees each block as read, margin and all (:data:`BlockSighter`): the aircraft detector.
+    sight_reads_mask : bool
+        ``sight`` reads the block's change mask, margin included. When it does not (or there
+        is no ``sight``), the mask's per-pixel work runs only as far around the core as the
+        core's mask needs.
     """
     core, padded = windows
     with watch.stage("read"):
@@ -65,7 +70,9 @@ def mask_block(readers: tuple, windows: tuple[Window, Window], *, scene: Scene,
         screened = screened_change_mask(
             nb, normalise(na, noise.radiometry, padded), valid, noise.unit, res_m=scene.res_m,
             cfg=config.difference, noise=noise.local,
-            origin=(int(padded.row_off), int(padded.col_off)), structure_unit=noise.structure_unit)
+            origin=(int(padded.row_off), int(padded.col_off)), structure_unit=noise.structure_unit,
+            # the core's mask, unless the sighter reads the margin's too (detector.where: changes)
+            inner=sl if sight is None or not sight_reads_mask else None)
         mask = screened.mask
         del nb, na
         out = mask[sl].astype(np.uint8)
