@@ -285,7 +285,7 @@ def _detect(passes: _Passes, mask_path: Path, overview) -> tuple[list[Detection]
                                    mask_reach_px(config.difference, grid.mean_res_m)))
     pass2 = list(rio.block_windows(grid.width, grid.height, block,
                                    blob_margin_px(config, grid.mean_res_m)))
-    writer = rio.MaskWriter(mask_path, grid)
+    writer = rio.MaskWriter(mask_path, grid, threads=passes.run.threads)
     sighter = _sighter(passes)
     try:
         changed, looked = _mask_pass(passes, pass1, writer, overview, sighter,

@@ -81,3 +81,33 @@ def test_report_chips_are_read_with_a_small_block_cache(tmp_path, monkeypatch):
     result = run.run_pair(SAMPLE / "before.tif", SAMPLE / "after.tif", tmp_path / "out")
     assert result.detections
     assert seen == [run.CHIP_CACHE_BYTES]
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_the_mask_cog_is_the_same_file_whatever_threads_compress_it(tmp_path, threads):
+    # the COG's tiles are compressed on the run's threads: the same bytes as on one
+    import numpy as np
+    from affine import Affine
+    from rasterio.crs import CRS
+    from rasterio.windows import Window
+
+    from pipeline.io.outputs import MaskWriter
+    from pipeline.io.raster import Grid
+
+    rng = np.random.default_rng(1)
+    mask = (rng.random((1500, 1300)) < 0.02).astype(np.uint8)
+    mask[:200, :300] = MaskWriter.NODATA
+    grid = Grid(CRS.from_epsg(32636), Affine(0.5, 0, 767309.0, 0, -0.5, 3922021.0), 1300,
+                1500, (0.5, 0.5))
+    made = []
+    for n, name in ((1, "one.tif"), (threads, "many.tif")):
+        writer = MaskWriter(tmp_path / name, grid, threads=n)
+        for r in range(0, 1500, 512):
+            for c in range(0, 1300, 512):
+                w = Window(c, r, min(512, 1300 - c), min(512, 1500 - r))
+                writer.write(w, mask[r:r + w.height, c:c + w.width])
+        writer.close()
+        made.append((tmp_path / name).read_bytes())
+        with rasterio.open(tmp_path / name) as ds:
+            assert (ds.read(1) == mask).all() and ds.overviews(1)
+    assert made[0] == made[1]

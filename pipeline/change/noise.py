@@ -32,7 +32,7 @@ from .radiometry import (
     comparable,
     fast_quantiles,
     fit_level,
-    fit_linear,
+    fit_linear_values,
     normalise,
 )
 
@@ -136,12 +136,13 @@ def _window_pairs(scene: Scene, a_vrt, windows: list[Window]) -> list[tuple]:
     return pairs
 
 
-def _flat(pairs: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The windows' pixels side by side: before, after (B, 1, n), valid (1, n)."""
-    flat = np.concatenate([b.reshape(b.shape[0], 1, -1) for b, _, _ in pairs], axis=2)
-    flat_a = np.concatenate([a.reshape(a.shape[0], 1, -1) for _, a, _ in pairs], axis=2)
-    flat_v = np.concatenate([v.reshape(1, -1) for _, _, v in pairs], axis=1)
-    return flat, flat_a, flat_v
+def _valid_values(pairs: list[tuple]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each band's values at the pixels valid in both, window after window: before's, after's
+    (gathered once: on a first run the memory they take is much of the fit's time)."""
+    n = pairs[0][0].shape[0]
+    before = [np.concatenate([b[k][v] for b, _, v in pairs]) for k in range(n)]
+    after = [np.concatenate([a[k][v] for _, a, v in pairs]) for k in range(n)]
+    return before, after
 
 
 @dataclass(frozen=True)
@@ -179,13 +180,13 @@ def _differences(windows: list[Window], pairs: list[tuple], rad: Radiometry, res
     return _Differences(pooled, sampled, gradient_diffs)
 
 
-def _contrast_floor(flat: np.ndarray, flat_v: np.ndarray, config: Config) -> list[float]:
-    """Each band's least unit: a seed must also be a visible contrast, not only a significant
-    one (on very clean images the noise alone would let faint roof glints and haze through)."""
+def _contrast_floor(values: list[np.ndarray], config: Config) -> list[float]:
+    """Each band's least unit, from BEFORE's valid values in each band: a seed must also be a
+    visible contrast, not only a significant one (on very clean images the noise alone would
+    let faint roof glints and haze through)."""
     d = config.difference
     floor = []
-    for k in range(flat.shape[0]):
-        v = flat[k][flat_v]
+    for v in values:
         lo, hi = fast_quantiles(v, (0.02, 0.98)) if v.size else (0.0, 0.0)
         floor.append(d.min_contrast * float(hi - lo) / d.threshold_sigma)
     return floor
@@ -230,15 +231,16 @@ def fit_noise_model(scene: Scene, a_vrt, windows: list[Window], config: Config, 
     res_m = scene.res_m
     windows = windows or [Window(0, 0, scene.b_ds.width, scene.b_ds.height)]
     pairs = _window_pairs(scene, a_vrt, windows)
-    flat, flat_a, flat_v = _flat(pairs)
-    rad = fit_linear(flat, flat_a, flat_v, quantiles=config.radiometry.quantiles,
-                     method=config.radiometry.method)
+    b_values, a_values = _valid_values(pairs)
+    rad = fit_linear_values(b_values, a_values, quantiles=config.radiometry.quantiles,
+                            method=config.radiometry.method)
     if coarse is not None and rad.method != "none":
         rad = replace(rad, level=_fit_level(coarse, rad, res_m, config))
     d = config.difference
     diffs = _differences(windows, pairs, rad, res_m, config)
     sigma = [max(robust_sigma(p) if p.size else 1.4826, 1e-6) for p in diffs.pooled]
-    floor = _contrast_floor(flat, flat_v, config)
+    floor = _contrast_floor(b_values, config)
+    del a_values
     local = _local_noise(diffs.sampled, sigma, floor, res_m, config) if d.local_noise_m > 0 else None
     unit = np.maximum(np.asarray(sigma, np.float32), np.asarray(floor, np.float32))
     structure = None

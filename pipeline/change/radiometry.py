@@ -191,14 +191,23 @@ def fit_linear(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *,
     Quantile (histogram) matching restricted to a linear map: as robust as histogram matching
     to changed pixels, yet unable to invent contrast. ``method='none'`` gives the identity.
     """
-    n = before.shape[0]
-    if method == "none" or valid.sum() < 100:
+    return fit_linear_values([x[valid] for x in before], [x[valid] for x in after],
+                             quantiles=quantiles, method=method)
+
+
+def fit_linear_values(before: list[np.ndarray], after: list[np.ndarray], *,
+                      quantiles: tuple[float, float] = (0.02, 0.98),
+                      method: str = "linear-quantile") -> Radiometry:
+    """:func:`fit_linear` from each band's valid values, paired (1-D arrays, in any order but
+    the same in both images)."""
+    n = len(before)
+    if method == "none" or (before[0].size if n else 0) < 100:
         return Radiometry("none", "per-band", (1.0,) * n, (0.0,) * n)
     qs = np.linspace(quantiles[0], quantiles[1], 50)
     gains, offsets = [], []
     for b in range(n):
-        qb = fast_quantiles(before[b][valid], qs)
-        qa = fast_quantiles(after[b][valid], qs)
+        qb = fast_quantiles(before[b], qs)
+        qa = fast_quantiles(after[b], qs)
         if np.ptp(qa) < 1e-9:
             gains.append(1.0)
             offsets.append(float(np.median(qb) - np.median(qa)))

@@ -104,9 +104,10 @@ class MaskWriter:
 
     NODATA = 255
 
-    def __init__(self, final: str | Path, grid: Grid):
+    def __init__(self, final: str | Path, grid: Grid, *, threads: int = 1):
         self.final = Path(final)
         self.grid = grid
+        self.threads = max(1, int(threads))  # compressing the COG's tiles
         fd, tmp = tempfile.mkstemp(prefix=f".{self.final.name}.", suffix=".blocks.tif",
                                    dir=self.final.parent)
         os.close(fd)
@@ -146,7 +147,8 @@ class MaskWriter:
             # fill the whole cache (hundreds of MB on a large scene) for nothing
             with atomic_path(self.final) as tmp, rasterio.Env(GDAL_CACHEMAX=64 * 1024 * 1024):
                 rasterio.shutil.copy(self._tmp, tmp, driver="COG", compress="deflate",
-                                     overview_resampling="nearest", blocksize=512)
+                                     overview_resampling="nearest", blocksize=512,
+                                     num_threads=self.threads)
         finally:
             self.abort()
 
