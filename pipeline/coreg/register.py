@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -131,7 +132,8 @@ def measure_shift(scene: Scene, windows: list[Window], config: Config) -> Shift 
     return estimate_shift(samples, max_shift_px=cfg.max_shift_px,
                           inlier_tolerance_px=cfg.inlier_tolerance_px,
                           agreement_px=cfg.agreement_px, refine_iterations=cfg.refine_iterations,
-                          band=band if band and band <= min(len(s[1]) for s in samples) else None
+                          band=band if band and band <= min(len(s[1]) for s in samples) else None,
+                          workers=config.processing.threads or os.cpu_count() or 1
                           ) if samples else None
 
 

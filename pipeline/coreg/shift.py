@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -175,7 +176,7 @@ def window_shift(reference: np.ndarray, moving: np.ndarray, *, refine_iterations
 def estimate_shift(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarray, np.ndarray]],
                    *, max_shift_px: float = 32.0, inlier_tolerance_px: float = 0.5,
                    agreement_px: float = 3.0, refine_iterations: int = 3,
-                   band: int | None = None) -> Shift | None:
+                   band: int | None = None, workers: int = 1) -> Shift | None:
     """Consensus shift of AFTER relative to BEFORE from several windows.
 
     Parameters
@@ -191,6 +192,8 @@ def estimate_shift(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarr
         Windows within this distance of the consensus agree with it (quality): pairs of other
         dates differ locally by a few pixels (relief, lean of tall things, moved shadows) and
         still share one shift.
+    workers : int
+        Windows measured side by side (each on one OpenCV thread); the same result.
 
     Returns
     -------
@@ -205,12 +208,20 @@ def estimate_shift(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarr
     """
     results: list[WindowShift] = []
     windows_used = []
-    for (col, row), before, after, valid in windows:
+
+    def measured(window) -> tuple[float, float, float] | None:
+        _, before, after, valid = window
         ref = _fill_invalid(to_luminance(before, band), valid)
         mov = _fill_invalid(to_luminance(after, band), valid)
         if float(ref.std()) < 1e-6 or float(mov.std()) < 1e-6:
-            continue  # flat window (all cloud, water or fill): nothing to match
-        dx, dy, peak = window_shift(ref, mov, refine_iterations=refine_iterations)
+            return None  # flat window (all cloud, water or fill): nothing to match
+        return window_shift(ref, mov, refine_iterations=refine_iterations)
+
+    for ((col, row), before, after, valid), found in zip(windows, _map(measured, windows,
+                                                                       workers)):
+        if found is None:
+            continue
+        dx, dy, peak = found
         if math.isfinite(dx) and math.isfinite(dy):
             results.append(WindowShift(col, row, dx, dy, peak))
             windows_used.append(((col, row), before, after, valid))
@@ -249,6 +260,20 @@ def estimate_shift(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarr
     return Shift(refined[0], refined[1], round(float(quality), 4),
                  "phase-correlation consensus + tile refinement", round(spread, 4), tuple(results),
                  round(local_spread, 4))
+
+
+def _map(fn, items: list, workers: int) -> list:
+    """``[fn(item) for item in items]``, on ``workers`` threads when there are several (each
+    OpenCV call then on one thread: the windows run side by side instead)."""
+    if workers <= 1 or len(items) < 2:
+        return [fn(item) for item in items]
+    kernel_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with ThreadPoolExecutor(min(workers, len(items))) as pool:
+            return list(pool.map(fn, items))
+    finally:
+        cv2.setNumThreads(kernel_threads)
 
 
 def refine_shift(windows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], dx: float, dy: float,
