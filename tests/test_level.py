@@ -106,3 +106,41 @@ def test_haze_over_the_sample_is_removed_and_every_change_found(sample_pair, tmp
     # (the noise unit inflated nearly fivefold; the classical rules then take a haze edge
     # for a change, where the run with the field makes none)
     assert unit0 >= 3 * clear_unit and scores0.f1 < scores.f1, runs
+
+
+@pytest.mark.parametrize("fails", ["level", "fit"])
+def test_the_level_read_beside_the_fit_fails_cleanly_either_way(tmp_path, monkeypatch, fails):
+    # the level field's cells are read on the workers while the linear map is fitted: an error
+    # of either is raised (the read finished first, before the scene's files close) and
+    # nothing is published
+    import threading
+    import time
+
+    from pipeline.change import noise
+    from pipeline.testing import synth
+
+    paths = synth.write_pair(synth.make_pair(seed=4, size_px=256), tmp_path / "in")
+    config = Config().with_overrides({"coregistration": {"grid": 2, "window_px": 128},
+                                      "processing": {"threads": 2}})
+    real = noise.coarse_pair
+    ended = threading.Event()
+
+    def coarse_pair(*args, **kwargs):
+        time.sleep(0.5)  # still reading when the fit fails
+        if fails == "level":
+            raise OSError("level: unreadable block")
+        try:
+            return real(*args, **kwargs)
+        finally:
+            ended.set()
+
+    def fit_linear_values(*args, **kwargs):
+        raise OSError("fit: no memory")
+
+    monkeypatch.setattr("pipeline.run.coarse_pair", coarse_pair)
+    if fails == "fit":
+        monkeypatch.setattr(noise, "fit_linear_values", fit_linear_values)
+    with pytest.raises(OSError, match=fails):
+        run_pair(paths["before"], paths["after"], tmp_path / "out", config)
+    assert fails == "level" or ended.is_set()
+    assert list((tmp_path / "out").iterdir()) == []

@@ -10,6 +10,7 @@ and the structure score's unit.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -206,7 +207,7 @@ def _local_noise(sampled: list[list[np.ndarray]], sigma: list[float], floor: lis
 
 
 def fit_noise_model(scene: Scene, a_vrt, windows: list[Window], config: Config, *,
-                    coarse: CoarsePair | None = None) -> NoiseModel:
+                    coarse: CoarsePair | Callable[[], CoarsePair] | None = None) -> NoiseModel:
     """Radiometric map and the score's units, from the matching windows.
 
     Parameters
@@ -217,9 +218,10 @@ def fit_noise_model(scene: Scene, a_vrt, windows: list[Window], config: Config, 
     windows : list of Window
         Where to fit (the matching windows); the whole grid when empty.
     config : Config
-    coarse : CoarsePair, optional
+    coarse : CoarsePair or callable returning one, optional
         Both scenes averaged over coarse cells: adds the local level field
-        (``radiometry.level_m``) to the map; the unit is then measured on what it leaves.
+        (``radiometry.level_m``) to the map; the unit is then measured on what it leaves. A
+        callable is called once the linear map is fitted (the cells may be read meanwhile).
 
     Notes
     -----
@@ -235,7 +237,9 @@ def fit_noise_model(scene: Scene, a_vrt, windows: list[Window], config: Config, 
     rad = fit_linear_values(b_values, a_values, quantiles=config.radiometry.quantiles,
                             method=config.radiometry.method)
     if coarse is not None and rad.method != "none":
-        rad = replace(rad, level=_fit_level(coarse, rad, res_m, config))
+        cells = coarse() if callable(coarse) else coarse
+        rad = replace(rad, level=_fit_level(cells, rad, res_m, config))
+        del cells
     d = config.difference
     diffs = _differences(windows, pairs, rad, res_m, config)
     sigma = [max(robust_sigma(p) if p.size else 1.4826, 1e-6) for p in diffs.pooled]
