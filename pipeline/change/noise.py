@@ -236,6 +236,7 @@ def fit_noise_model(scene: Scene, a_vrt, windows: list[Window], config: Config, 
     b_values, a_values = _valid_values(pairs)
     rad = fit_linear_values(b_values, a_values, quantiles=config.radiometry.quantiles,
                             method=config.radiometry.method)
+    del a_values
     if coarse is not None and rad.method != "none":
         cells = coarse() if callable(coarse) else coarse
         rad = replace(rad, level=_fit_level(cells, rad, res_m, config))
@@ -244,7 +245,6 @@ def fit_noise_model(scene: Scene, a_vrt, windows: list[Window], config: Config, 
     diffs = _differences(windows, pairs, rad, res_m, config)
     sigma = [max(robust_sigma(p) if p.size else 1.4826, 1e-6) for p in diffs.pooled]
     floor = _contrast_floor(b_values, config)
-    del a_values
     local = _local_noise(diffs.sampled, sigma, floor, res_m, config) if d.local_noise_m > 0 else None
     unit = np.maximum(np.asarray(sigma, np.float32), np.asarray(floor, np.float32))
     structure = None

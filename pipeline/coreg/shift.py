@@ -11,6 +11,7 @@ import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 import cv2
 import numpy as np
@@ -208,15 +209,7 @@ def estimate_shift(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarr
     """
     results: list[WindowShift] = []
     windows_used = []
-
-    def measured(window) -> tuple[float, float, float] | None:
-        _, before, after, valid = window
-        ref = _fill_invalid(to_luminance(before, band), valid)
-        mov = _fill_invalid(to_luminance(after, band), valid)
-        if float(ref.std()) < 1e-6 or float(mov.std()) < 1e-6:
-            return None  # flat window (all cloud, water or fill): nothing to match
-        return window_shift(ref, mov, refine_iterations=refine_iterations)
-
+    measured = partial(_measured, band=band, refine_iterations=refine_iterations)
     for ((col, row), before, after, valid), found in zip(windows, _map(measured, windows,
                                                                        workers)):
         if found is None:
@@ -260,6 +253,17 @@ def estimate_shift(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarr
     return Shift(refined[0], refined[1], round(float(quality), 4),
                  "phase-correlation consensus + tile refinement", round(spread, 4), tuple(results),
                  round(local_spread, 4))
+
+
+def _measured(window, *, band: int | None, refine_iterations: int
+              ) -> tuple[float, float, float] | None:
+    """:func:`window_shift` of one of :func:`estimate_shift`'s windows; None when flat."""
+    _, before, after, valid = window
+    ref = _fill_invalid(to_luminance(before, band), valid)
+    mov = _fill_invalid(to_luminance(after, band), valid)
+    if float(ref.std()) < 1e-6 or float(mov.std()) < 1e-6:
+        return None  # flat window (all cloud, water or fill): nothing to match
+    return window_shift(ref, mov, refine_iterations=refine_iterations)
 
 
 def _map(fn, items: list, workers: int) -> list:
