@@ -68,7 +68,9 @@ class ReaderPool:
 
         Each worker takes a whole stripe of blocks and goes down it, so the file tiles that
         neighbouring blocks share are decoded once and then found in GDAL's block cache (a
-        stripe's few rows of tiles fit; a whole scene's width does not).
+        stripe's few rows of tiles fit; a whole scene's width does not). A worker left without
+        a stripe takes the lower half of what remains of the longest one (:class:`_Stripes`):
+        no worker waits for another's last stripe.
         """
         if self.workers == 1:
             for stripe in stripes:
@@ -84,9 +86,7 @@ class ReaderPool:
 
     def _map(self, fn, stripes: list[list]):
         results: queue.Queue = queue.Queue(maxsize=2 * self.workers)
-        todo: queue.SimpleQueue = queue.SimpleQueue()
-        for stripe in stripes:
-            todo.put(stripe)
+        todo = _Stripes(stripes)
         stop = threading.Event()
 
         def put(entry) -> None:
@@ -98,15 +98,12 @@ class ReaderPool:
                     continue
 
         def go_down(readers) -> None:
+            mine = None
             while not stop.is_set():
-                try:
-                    stripe = todo.get_nowait()
-                except queue.Empty:
+                item, mine = todo.take(mine)
+                if mine is None:
                     return
-                for item in stripe:
-                    if stop.is_set():
-                        return
-                    put((item[0], fn(item, readers), None))
+                put((item[0], fn(item, readers), None))
 
         threads = self._start(go_down, lambda err: put((None, None, err)))
         try:
@@ -150,6 +147,40 @@ class ReaderPool:
                 todo.put(None)
             for t in threads:
                 t.join()
+
+
+class _Stripes:
+    """The stripes of a :meth:`ReaderPool.map` call, shared by its workers: each worker goes
+    down a stripe of its own, takes the next stripe when its own is done, and when none is
+    left, the lower half of the longest stripe still being gone down."""
+
+    def __init__(self, stripes: list[list]):
+        self._lock = threading.Lock()
+        self._waiting = deque(deque(s) for s in stripes if s)
+        self._going: list[deque] = []
+
+    def take(self, mine: deque | None) -> tuple[object, deque | None]:
+        """The next item for the worker going down ``mine`` (None at first), and the stripe it
+        goes down now; (None, None) when nothing is left."""
+        with self._lock:
+            if not mine:
+                if mine is not None:
+                    self._going = [s for s in self._going if s is not mine]
+                mine = self._next()
+                if mine is None:
+                    return None, None
+                self._going.append(mine)
+            return mine.popleft(), mine
+
+    def _next(self) -> deque | None:
+        if self._waiting:
+            return self._waiting.popleft()
+        longest = max(self._going, key=len, default=None)
+        if longest is None or len(longest) < 2:
+            return None
+        lower = deque(longest.pop() for _ in range(len(longest) // 2))
+        lower.reverse()  # in row order again
+        return lower
 
 
 def _answer(todo: queue.SimpleQueue, work: Callable | None, failure: BaseException | None = None
