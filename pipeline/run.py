@@ -230,35 +230,29 @@ def _noise_model(scene: Scene, registration: Registration, a_vrt, config: Config
                  run: _Run) -> NoiseModel:
     """The noise model, with the level field's coarse pass read on the run's workers while the
     linear map is fitted on this thread (it needs the cells only after that)."""
-    if config.radiometry.level_m <= 0 or config.radiometry.method == "none":
-        with run.watch.stage("radiometry"):
-            return _logged(fit_noise_model(scene, a_vrt, registration.windows, config))
-    block_px = config.processing.block_px
+    cells = reading = None
+    if config.radiometry.level_m > 0 and config.radiometry.method != "none":
+        block_px = config.processing.block_px
 
-    def coarse():
-        with run.watch.stage("level"):
-            return coarse_pair(_pool(scene, registration, a_vrt, run.threads), scene,
-                               level_factor(scene, config), block_px=block_px,
-                               stripe_px=stripe_px(scene.b_ds, scene.a_ds, block_px))
+        def read_cells():
+            with run.watch.stage("level"):
+                return coarse_pair(_pool(scene, registration, a_vrt, run.threads), scene,
+                                   level_factor(scene, config), block_px=block_px,
+                                   stripe_px=stripe_px(scene.b_ds, scene.a_ds, block_px))
 
-    if run.threads <= 1:  # one worker reads through the run's own handles: not beside them
-        cells = coarse()
-        with run.watch.stage("radiometry"):
-            return _logged(fit_noise_model(scene, a_vrt, registration.windows, config,
-                                           coarse=cells))
-    ex = ThreadPoolExecutor(1, thread_name_prefix="level")
-    reading = ex.submit(coarse)
-    ex.shutdown(wait=False)
+        cells = read_cells  # one worker reads through the run's handles: when the fit asks
+        if run.threads > 1:
+            ex = ThreadPoolExecutor(1, thread_name_prefix="level")
+            reading = ex.submit(read_cells)
+            ex.shutdown(wait=False)
+            cells = reading.result
     try:
         with run.watch.stage("radiometry"):
-            # the cells of both scenes are dropped with the future: not held through the passes
-            return _logged(fit_noise_model(scene, a_vrt, registration.windows, config,
-                                           coarse=reading.result))
+            # the cells of both scenes go with the future: not held through the passes
+            noise = fit_noise_model(scene, a_vrt, registration.windows, config, coarse=cells)
     finally:
-        wait([reading])  # (on an error here, before the scene's files are closed)
-
-
-def _logged(noise: NoiseModel) -> NoiseModel:
+        if reading is not None:
+            wait([reading])  # (on an error here, before the scene's files are closed)
     log.info("radiometry %s; score unit %s; structure unit %s",
              {k: v for k, v in noise.radiometry.as_dict().items() if k != "level"},
              np.round(noise.unit, 3).tolist(),

@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from ..io.readers import one_opencv_thread
+
 log = logging.getLogger(__name__)
 
 
@@ -210,14 +212,13 @@ def estimate_shift(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarr
     results: list[WindowShift] = []
     windows_used = []
     measured = partial(_measured, band=band, refine_iterations=refine_iterations)
-    for ((col, row), before, after, valid), found in zip(windows, _map(measured, windows,
-                                                                       workers)):
+    for ((col, row), *_), found in zip(windows, _map(measured, windows, workers)):
         if found is None:
             continue
-        dx, dy, peak = found
+        lums, (dx, dy, peak) = found
         if math.isfinite(dx) and math.isfinite(dy):
             results.append(WindowShift(col, row, dx, dy, peak))
-            windows_used.append(((col, row), before, after, valid))
+            windows_used.append(lums)
     in_range = [r for r in results if math.hypot(r.dx_px, r.dy_px) <= max_shift_px]
     if not in_range:
         return None
@@ -242,8 +243,7 @@ def estimate_shift(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarr
     local_spread = float(np.median(d_all[agree])) if agree.any() else spread
     precision = math.exp(-local_spread / max(agreement_px, 1e-6))
     quality = agreement * strength * precision
-    lums = [(_fill_invalid(to_luminance(b, band), v), _fill_invalid(to_luminance(a, band), v), v)
-            for (_, b, a, v), ok in zip(windows_used, inlier) if ok]
+    lums = [used for used, ok in zip(windows_used, inlier) if ok]
     refined = refine_shift(lums, float(consensus[0]), float(consensus[1]))
     # to 1e-4 px, far below its precision: OpenCV's phase correlation rounds differently with
     # its buffers' memory alignment, and the same windows gave shifts 1e-7 px apart from one
@@ -255,15 +255,15 @@ def estimate_shift(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarr
                  round(local_spread, 4))
 
 
-def _measured(window, *, band: int | None, refine_iterations: int
-              ) -> tuple[float, float, float] | None:
-    """:func:`window_shift` of one of :func:`estimate_shift`'s windows; None when flat."""
+def _measured(window, *, band: int | None, refine_iterations: int):
+    """One of :func:`estimate_shift`'s windows: both luminances (invalid pixels filled), its
+    valid pixels and :func:`window_shift` (dx, dy, peak); None when flat."""
     _, before, after, valid = window
     ref = _fill_invalid(to_luminance(before, band), valid)
     mov = _fill_invalid(to_luminance(after, band), valid)
     if float(ref.std()) < 1e-6 or float(mov.std()) < 1e-6:
         return None  # flat window (all cloud, water or fill): nothing to match
-    return window_shift(ref, mov, refine_iterations=refine_iterations)
+    return (ref, mov, valid), window_shift(ref, mov, refine_iterations=refine_iterations)
 
 
 def _map(fn, items: list, workers: int) -> list:
@@ -271,13 +271,8 @@ def _map(fn, items: list, workers: int) -> list:
     OpenCV call then on one thread: the windows run side by side instead)."""
     if workers <= 1 or len(items) < 2:
         return [fn(item) for item in items]
-    kernel_threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        with ThreadPoolExecutor(min(workers, len(items))) as pool:
-            return list(pool.map(fn, items))
-    finally:
-        cv2.setNumThreads(kernel_threads)
+    with one_opencv_thread(), ThreadPoolExecutor(min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))
 
 
 def refine_shift(windows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], dx: float, dy: float,

@@ -12,6 +12,7 @@ import queue
 import threading
 from collections import deque
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Callable, ContextManager, Iterable, Iterator, TypeVar
 
 import cv2
@@ -77,12 +78,8 @@ class ReaderPool:
                 for item in stripe:
                     yield item[0], fn(item, self.shared)
             return
-        kernel_threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)  # parallel blocks instead of parallel kernels
-        try:
+        with one_opencv_thread():  # parallel blocks instead of parallel kernels
             yield from self._map(fn, stripes)
-        finally:
-            cv2.setNumThreads(kernel_threads)
 
     def _map(self, fn, stripes: list[list]):
         results: queue.Queue = queue.Queue(maxsize=2 * self.workers)
@@ -147,6 +144,18 @@ class ReaderPool:
                 todo.put(None)
             for t in threads:
                 t.join()
+
+
+@contextmanager
+def one_opencv_thread() -> Iterator[None]:
+    """OpenCV on one thread inside (its setting restored on leaving): for work that runs its
+    items side by side on threads of its own."""
+    kernel_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(kernel_threads)
 
 
 class _Stripes:
