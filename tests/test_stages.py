@@ -124,7 +124,8 @@ def test_reader_pool_reads_every_block_once_on_each_workers_own_handles():
 
 def test_a_worker_without_a_stripe_takes_the_lower_half_of_the_longest():
     # one stripe of 40 blocks and one of 2: the worker done with the short one goes on with
-    # the lower half of what is left of the long one, in row order, and no block is done twice
+    # the lower half of what is left of the long one, and no block is done twice. (Later it
+    # may hand back a piece the other way, so only each piece is in row order.)
     import time
 
     blocks = ([(Window(0, r, 10, 10), None) for r in range(0, 400, 10)]
@@ -132,22 +133,19 @@ def test_a_worker_without_a_stripe_takes_the_lower_half_of_the_longest():
     pool = ReaderPool(_open, shared=("shared",), workers=2)
 
     def slow(item, readers):
-        time.sleep(0.01)
+        time.sleep(0.02)
         return readers[0].thread, time.perf_counter()
 
     done = list(pool.map(slow, stripes(blocks, 100)))
     assert sorted((w.col_off, w.row_off) for w, _ in done) == sorted(
         (w.col_off, w.row_off) for w, _ in blocks)
-    long_stripe = [(w.row_off, thread, t) for w, (thread, t) in done if w.col_off == 0]
     by_thread = {}
-    for row, thread, t in sorted(long_stripe, key=lambda x: x[2]):
-        by_thread.setdefault(thread, []).append(row)
-    assert len(by_thread) == 2  # both workers went down the long stripe
-    for rows in by_thread.values():  # each in row order
-        assert rows == sorted(rows)
-    # the worker that joined took the rows below the other's
-    first, second = sorted(by_thread.values(), key=len, reverse=True)
-    assert min(second) > max(first) or min(first) > max(second)
+    for w, (thread, t) in sorted(done, key=lambda d: d[1][1]):
+        by_thread.setdefault(thread, []).append((w.col_off, w.row_off))
+    # the worker that went down the short stripe first joined the long one in its lower half
+    joined = next(rows for rows in by_thread.values() if rows[0][0] == 100)
+    long_rows = [row for col, row in joined if col == 0]
+    assert long_rows and long_rows[0] >= 200
 
 
 def test_reader_pool_hands_a_workers_error_to_the_consumer_and_closes():
