@@ -78,11 +78,14 @@ def dump_pair(name: str, kind: str, group: str, before: Path, after: Path, truth
     out = work / "runs" / name
     records: list = []
     try:
-        run_pair(before, after, out, config, allow_unregistered=True, recorder=records)
+        result = run_pair(before, after, out, config, allow_unregistered=True, recorder=records)
     except PipelineError as err:
         print(f"{name}: {err}", flush=True)
         return None
-    by_place = {(round(r["centroid_px"][0], 2), round(r["centroid_px"][1], 2), r["change"]): r
+    # the records' positions are on the pixels analysed, detections.geojson's on BEFORE's own
+    k = result.report["analysis"]["factors"][0]
+    by_place = {(round((r["centroid_px"][0] + 0.5) * k - 0.5, 2),
+                 round((r["centroid_px"][1] + 0.5) * k - 0.5, 2), r["change"]): r
                 for r in records}
     dets = load_features(next(out.glob("detections*.geojson")))
     truth = load_features(truth_path)

@@ -224,6 +224,12 @@ class ProcessingConfig(_Strict):
     block_px: int = Field(1024, ge=128, le=16384, description="side of a processing block, "
                           "pixels (memory grows with its square)")
     threads: int = Field(0, ge=0, description="threads for GDAL/OpenCV; 0 = all cores")
+    pixel_m: float = Field(0.0, ge=0, description="analysis pixel, metres: an input whose "
+                           "pixels are finer is read averaged over whole pixels up to it "
+                           "(2 x 2 of 0.5 m for 1.0); every stage then works on those pixels, "
+                           "parameters given in pixels too, and outputs stay on the BEFORE "
+                           "grid. Experimental: at 1.0 on 0.5 m pairs blobs measure 1-2 m "
+                           "longer and launchers are lost (docs/cascade.md). 0: the inputs' own")
 
 
 class MovesConfig(_Strict):

@@ -301,7 +301,9 @@ def _detect(passes: _Passes, mask_path: Path, overview) -> tuple[list[Detection]
                                    mask_reach_px(config.difference, grid.mean_res_m)))
     pass2 = list(rio.block_windows(grid.width, grid.height, block,
                                    blob_margin_px(config, grid.mean_res_m)))
-    writer = rio.MaskWriter(mask_path, grid, threads=passes.run.threads)
+    before = passes.scene.inputs()["before"]
+    writer = rio.MaskWriter(mask_path, grid, threads=passes.run.threads,
+                            input_shape=(before["height"], before["width"]))
     sighter = _sighter(passes)
     try:
         changed, looked = _mask_pass(passes, pass1, writer, overview, sighter,

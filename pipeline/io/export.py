@@ -19,9 +19,11 @@ from .outputs import utc_datetime, write_text_atomic
 from .raster import Grid
 
 
-def detection_properties(det: Detection) -> dict:
-    """The CONTRACT's feature properties of one detection (plus a few extras)."""
+def detection_properties(det: Detection, grid: Grid | None = None) -> dict:
+    """The CONTRACT's feature properties of one detection (plus a few extras); positions in
+    the input's own pixels (``grid.factor``)."""
     b = det.blob
+    at = grid.input_px if grid is not None else float
     return {
         "id": det.id,
         "category": det.category,
@@ -33,7 +35,7 @@ def detection_properties(det: Detection) -> dict:
         "heading_deg": round(b.heading_deg, 1),
         "score": round(det.score, 3),
         "class_fit": round(det.class_fit, 3),
-        "centroid_px": [round(b.centroid_px[0], 2), round(b.centroid_px[1], 2)],
+        "centroid_px": [round(at(b.centroid_px[0]), 2), round(at(b.centroid_px[1]), 2)],
         "change_score": round(b.mean_score, 2),
         "moved_with": det.moved_with or None,
         "found_by": det.found_by,
@@ -59,11 +61,11 @@ def feature_collection(detections: list[Detection], grid: Grid) -> dict:
     for det in detections:
         poly = pixel_polygon_to_lonlat(det.blob.corners_px, grid)
         features.append({"type": "Feature", "id": det.id, "geometry": mapping(poly),
-                         "properties": detection_properties(det)})
+                         "properties": detection_properties(det, grid)})
     return {"type": "FeatureCollection", "features": features}
 
 
-def pixel_feature_collection(detections: list[Detection]) -> dict:
+def pixel_feature_collection(detections: list[Detection], grid: Grid | None = None) -> dict:
     """The detections as a FeatureCollection in BEFORE pixel coordinates (x right, y down).
 
     For plain images without georeference (``--gsd``): not RFC 7946 (no lon/lat), so written
@@ -71,18 +73,21 @@ def pixel_feature_collection(detections: list[Detection]) -> dict:
     """
     features = []
     for det in detections:
-        # corners_px are pixel indexes (centres); +0.5 puts them on GDAL's pixel-corner axes
-        ring = [[round(float(x) + 0.5, 2), round(float(y) + 0.5, 2)] for x, y in det.blob.corners_px]
+        # corners_px are pixel indexes (centres); +0.5 puts them on GDAL's pixel-corner axes,
+        # then in the input's own pixels
+        scale = grid.factor if grid is not None else 1
+        ring = [[round((float(x) + 0.5) * scale, 2), round((float(y) + 0.5) * scale, 2)]
+                for x, y in det.blob.corners_px]
         features.append({"type": "Feature", "id": det.id,
                          "geometry": {"type": "Polygon", "coordinates": [ring + ring[:1]]},
-                         "properties": detection_properties(det)})
+                         "properties": detection_properties(det, grid)})
     return {"type": "FeatureCollection", "coordinates": "BEFORE pixels: x right, y down, (0, 0) the top-left corner",
             "features": features}
 
 
 def write_geojson(path: str | Path, detections: list[Detection], grid: Grid) -> Path:
     """Write the detections: lon/lat GeoJSON, or pixel coordinates for a pixel-frame grid."""
-    fc = pixel_feature_collection(detections) if grid.pixel_frame else \
+    fc = pixel_feature_collection(detections, grid) if grid.pixel_frame else \
         feature_collection(detections, grid)
     write_text_atomic(path, json.dumps(fc, indent=1))
     return Path(path)

@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import tempfile
+from xml.sax.saxutils import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
@@ -104,9 +105,13 @@ class MaskWriter:
 
     NODATA = 255
 
-    def __init__(self, final: str | Path, grid: Grid, *, threads: int = 1):
+    def __init__(self, final: str | Path, grid: Grid, *, threads: int = 1,
+                 input_shape: tuple[int, int] | None = None):
         self.final = Path(final)
         self.grid = grid
+        # (height, width) of BEFORE's own pixels, when ``grid`` averages them (grid.factor):
+        # the COG is published on them, each mask pixel repeated, the remainder nodata
+        self.input_shape = input_shape
         self.threads = max(1, int(threads))  # compressing the COG's tiles
         fd, tmp = tempfile.mkstemp(prefix=f".{self.final.name}.", suffix=".blocks.tif",
                                    dir=self.final.parent)
@@ -146,11 +151,36 @@ class MaskWriter:
             # a small block cache: the copy reads each block once, and GDAL would otherwise
             # fill the whole cache (hundreds of MB on a large scene) for nothing
             with atomic_path(self.final) as tmp, rasterio.Env(GDAL_CACHEMAX=64 * 1024 * 1024):
-                rasterio.shutil.copy(self._tmp, tmp, driver="COG", compress="deflate",
-                                     overview_resampling="nearest", blocksize=512,
-                                     num_threads=self.threads)
+                rasterio.shutil.copy(self._on_input_pixels(), tmp, driver="COG",
+                                     compress="deflate", overview_resampling="nearest",
+                                     blocksize=512, num_threads=self.threads)
         finally:
             self.abort()
+            self._tmp.with_suffix(".vrt").unlink(missing_ok=True)
+
+    def _on_input_pixels(self) -> Path:
+        """The blocks written, or a VRT of them on BEFORE's own pixels (``input_shape``)."""
+        k = self.grid.factor
+        if k == 1 or self.input_shape is None:
+            return self._tmp
+        height, width = self.input_shape
+        t = self.grid.transform
+        vrt = self._tmp.with_suffix(".vrt")
+        vrt.write_text(
+            f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
+            f"<SRS>{escape(self.grid.crs.to_wkt())}</SRS>"
+            f"<GeoTransform>{t.c!r}, {t.a / k!r}, 0, {t.f!r}, 0, {t.e / k!r}</GeoTransform>"
+            f'<VRTRasterBand dataType="Byte" band="1"><NoDataValue>{self.NODATA}</NoDataValue>'
+            f"<Description>{escape(f'change mask: {MASK_MEANING}')}</Description>"
+            "<ColorInterp>Palette</ColorInterp><ColorTable>" + "".join(
+                '<Entry c1="{}" c2="{}" c3="{}" c4="{}"/>'.format(
+                    *MASK_COLOURS.get(v, (0, 0, 0, 0))) for v in range(256)) + "</ColorTable>"
+            f'<SimpleSource resampling="nearest"><SourceFilename relativeToVRT="0">'
+            f"{escape(str(self._tmp))}</SourceFilename><SourceBand>1</SourceBand>"
+            f'<SrcRect xOff="0" yOff="0" xSize="{self.grid.width}" ySize="{self.grid.height}"/>'
+            f'<DstRect xOff="0" yOff="0" xSize="{self.grid.width * k}" '
+            f'ySize="{self.grid.height * k}"/></SimpleSource></VRTRasterBand></VRTDataset>')
+        return vrt
 
     def abort(self) -> None:
         """Drop the blocks written so far; nothing is published."""

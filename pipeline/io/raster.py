@@ -48,6 +48,13 @@ class Grid:
     height: int
     res_m: tuple[float, float]
     pixel_frame: bool = False  # a plain image on a nominal grid: outputs in pixel coordinates
+    #: the input's pixels a side of one of this grid's (``processing.pixel_m``): outputs give
+    #: pixel positions and the change mask on the input's own pixels
+    factor: int = 1
+
+    def input_px(self, index: float) -> float:
+        """A pixel index (a pixel's centre) of this grid as one of the input's own pixels."""
+        return (index + 0.5) * self.factor - 0.5
 
     @property
     def pixel_area_m2(self) -> float:
@@ -84,13 +91,17 @@ NOMINAL_CRS = "EPSG:32636"
 NOMINAL_EASTING = 500000.0
 
 
-def open_raster(path: str | Path, role: str, *, gsd_m: float | None = None
+def open_raster(path: str | Path, role: str, *, gsd_m: float | None = None, factor: int = 1
                 ) -> rasterio.io.DatasetReader:
     """Open a raster for reading and check that the pipeline can use it.
 
     ``gsd_m``: pixel size in metres given to a plain image (no CRS and no geotransform, e.g. a
     JPEG); it is then read on a nominal grid (see :func:`is_pixel_frame`). Georeferenced files
     ignore it.
+
+    ``factor``: read it averaged over ``factor`` x ``factor`` pixels (GDAL's vrt://, which
+    averages as it reads: about the time of reading the file's own pixels); a remainder
+    narrower than ``factor`` at the right or bottom is left out. See :func:`averaging_factor`.
 
     Raises :class:`InputError` naming the file and the reason: no georeference, rotated,
     unsupported dtype, too small; :class:`UnreadableInputError` (a subclass) when it is missing,
@@ -104,15 +115,30 @@ def open_raster(path: str | Path, role: str, *, gsd_m: float | None = None
     if path.stat().st_size == 0:
         raise UnreadableInputError(f"{path}: {role} file is empty", path=path)
     ds = _open(path, role)
-    if gsd_m is not None and _plain(ds):
+    nominal = gsd_m if gsd_m is not None and _plain(ds) else None
+    if nominal is not None:
         ds.close()
-        ds = _open(path, role, _nominal_url(path, ds.width, ds.height, gsd_m))
+        ds = _open(path, role, _vrt_url(path, ds.width, ds.height, gsd_m=nominal, factor=1))
     try:
         _check_usable(ds, path, role)
     except InputError:
         ds.close()
         raise
+    if factor > 1:  # checked as it is, read averaged
+        ds.close()
+        ds = _open(path, role, _vrt_url(path, ds.width, ds.height, gsd_m=nominal,
+                                        factor=factor))
     return ds
+
+
+def averaging_factor(ds, pixel_m: float) -> int:
+    """The whole number of ``ds``'s pixels a side that makes pixels of at most ``pixel_m``
+    metres (``processing.pixel_m``); 1 when its own pixels are that coarse already, or 0."""
+    if pixel_m <= 0:
+        return 1
+    res = math.sqrt(math.prod(pixel_size_m(ds.crs, ds.transform, ds.width, ds.height)))
+    factor = int(pixel_m / res + 1e-6)
+    return max(1, min(factor, ds.width // 64, ds.height // 64))
 
 
 def _open(path: Path, role: str, url: str | None = None) -> rasterio.io.DatasetReader:
@@ -134,19 +160,31 @@ def _plain(ds) -> bool:
     return ds.crs is None and ds.transform == Affine.identity() and not ds.gcps[0]
 
 
-def _nominal_url(path: Path, width: int, height: int, gsd_m: float) -> str:
+def _vrt_url(path: Path, width: int, height: int, *, gsd_m: float | None, factor: int) -> str:
+    """GDAL's vrt:// of a file: a plain image on its nominal grid (``gsd_m``), and/or averaged
+    over ``factor`` x ``factor`` pixels (whole cells only)."""
     if "?" in str(path) or "&" in str(path):
-        raise InputError(f"{path}: a plain image's path cannot hold '?' or '&' (rename it)",
+        raise InputError(f"{path}: a file read through GDAL's vrt:// (a plain image, or "
+                         "processing.pixel_m) cannot have '?' or '&' in its path (rename it)",
                          path=path)
-    top = height * gsd_m
-    ullr = f"{NOMINAL_EASTING},{top},{NOMINAL_EASTING + width * gsd_m},0"
-    return f"vrt://{path.absolute()}?a_srs={NOMINAL_CRS}&a_ullr={ullr}"
+    options = []
+    cols, rows = width // factor, height // factor
+    if factor > 1:
+        options += [f"srcwin=0,0,{cols * factor},{rows * factor}", f"outsize={cols},{rows}",
+                    "r=average"]
+    if gsd_m is not None:
+        top = height * gsd_m
+        ullr = (f"{NOMINAL_EASTING},{top},{NOMINAL_EASTING + cols * factor * gsd_m},"
+                f"{top - rows * factor * gsd_m}")
+        options += [f"a_srs={NOMINAL_CRS}", f"a_ullr={ullr}"]
+    return f"vrt://{path.absolute()}?" + "&".join(options)
 
 
 def source_path(ds) -> str:
-    """The file a dataset reads: its name, without the vrt:// wrapping of a plain image."""
+    """The file a dataset reads: its name, without a vrt:// wrapping (a plain image's, or
+    pixels averaged by ``processing.pixel_m``)."""
     name = str(ds.name)
-    return name[len("vrt://"):].split("?", 1)[0] if is_pixel_frame(ds) else name
+    return name[len("vrt://"):].split("?", 1)[0] if name.startswith("vrt://") else name
 
 
 def is_pixel_frame(ds) -> bool:

@@ -8,7 +8,7 @@ through it, and worker threads open their own handles of the same files with
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ContextManager, Iterator
 
@@ -64,6 +64,11 @@ class Scene:
     gsd_m : float or None
         ``input.gsd_m``: the pixel size given to plain images.
     validity : Validity
+    factors : (int, int)
+        BEFORE's and AFTER's own pixels a side of one pixel read (``processing.pixel_m``;
+        ``grid.factor`` is BEFORE's).
+    described : dict
+        report.json's ``inputs``: each file as it is, whatever pixels it is read at.
     """
 
     before: str
@@ -76,6 +81,8 @@ class Scene:
     nodata: float | None
     gsd_m: float | None
     validity: Validity
+    factors: tuple[int, int] = (1, 1)
+    described: dict | None = None
 
     @property
     def res_m(self) -> float:
@@ -84,8 +91,8 @@ class Scene:
 
     def inputs(self) -> dict:
         """report.json's ``inputs``: a description of each file."""
-        return {"before": rio.describe(self.b_ds, "before"),
-                "after": rio.describe(self.a_ds, "after")}
+        return self.described or {"before": rio.describe(self.b_ds, "before"),
+                                  "after": rio.describe(self.a_ds, "after")}
 
     def on_grid(self, offset) -> rio.AfterOnGrid:
         """AFTER on the BEFORE grid through the scene's own handle, ``offset`` undone (a shift
@@ -96,7 +103,7 @@ class Scene:
         """Fresh handles of both files, checked as the scene's were: (BEFORE, AFTER on the
         grid with ``offset`` undone). For a worker thread; closed on leaving the context."""
         return open_aligned(self.before, self.after, self.grid, shift_px=offset,
-                            nodata=self.nodata, gsd_m=self.gsd_m)
+                            nodata=self.nodata, gsd_m=self.gsd_m, factors=self.factors)
 
     def read(self, readers, window: Window):
         """(before, before valid, after, after valid) of the compared bands in ``window``,
@@ -108,13 +115,15 @@ class Scene:
 
 @contextmanager
 def open_aligned(before: str | Path, after: str | Path, grid: rio.Grid, *, shift_px,
-                 nodata: float | None = None, gsd_m: float | None = None
+                 nodata: float | None = None, gsd_m: float | None = None,
+                 factors: tuple[int, int] = (1, 1)
                  ) -> Iterator[tuple[DatasetReader, rio.AfterOnGrid]]:
     """Fresh handles of both files, opened and checked by :func:`~pipeline.io.raster.open_raster`:
-    (BEFORE, AFTER on ``grid`` with ``shift_px`` undone), closed on leaving."""
+    (BEFORE, AFTER on ``grid`` with ``shift_px`` undone), closed on leaving; each averaged
+    over ``factors`` of its pixels a side."""
     with ExitStack() as stack:
-        b = stack.enter_context(rio.open_raster(before, "BEFORE", gsd_m=gsd_m))
-        a = stack.enter_context(rio.open_raster(after, "AFTER", gsd_m=gsd_m))
+        b = stack.enter_context(rio.open_raster(before, "BEFORE", gsd_m=gsd_m, factor=factors[0]))
+        a = stack.enter_context(rio.open_raster(after, "AFTER", gsd_m=gsd_m, factor=factors[1]))
         yield b, stack.enter_context(rio.AfterOnGrid(a, grid, shift_px=shift_px, nodata=nodata))
 
 
@@ -168,7 +177,12 @@ def open_scene(before: str | Path, after: str | Path, config: Config, *,
     with rio.open_raster(before, "BEFORE", gsd_m=gsd_m) as b_ds, \
             rio.open_raster(after, "AFTER", gsd_m=gsd_m) as a_ds:
         check_pair(b_ds, a_ds, before, after, config)
-        grid = rio.grid_of(b_ds)
+        described = {"before": rio.describe(b_ds, "before"), "after": rio.describe(a_ds, "after")}
+        factors = (rio.averaging_factor(b_ds, config.processing.pixel_m),
+                   rio.averaging_factor(a_ds, config.processing.pixel_m))
+    with rio.open_raster(before, "BEFORE", gsd_m=gsd_m, factor=factors[0]) as b_ds, \
+            rio.open_raster(after, "AFTER", gsd_m=gsd_m, factor=factors[1]) as a_ds:
+        grid = replace(rio.grid_of(b_ds), factor=factors[0])
         b_bands, a_bands = rio.matching_bands(b_ds, a_ds)
         validity = measure_validity(b_ds, a_ds, grid, nodata)
         if min_overlap is not None:
@@ -178,4 +192,4 @@ def open_scene(before: str | Path, after: str | Path, config: Config, *,
                 raise InputError(f"{after}: covers only {validity.overlap:.1%} of BEFORE "
                                  f"({before}); min_overlap is {min_overlap:.0%}", path=after)
         yield Scene(str(before), str(after), b_ds, a_ds, grid, b_bands, a_bands, nodata, gsd_m,
-                    validity)
+                    validity, factors, described if factors != (1, 1) else None)

@@ -320,12 +320,17 @@ def pair_report(scene, registration, noise, detections: list[Detection], config:
     """
     grid = scene.grid
     co = registration
+    inputs = scene.inputs()
+    before = inputs["before"]
     return {
         "version": __version__,
-        "inputs": scene.inputs(),
-        "grid": {"crs": grid.crs.to_string(), "width": grid.width, "height": grid.height,
-                 "pixel_size_m": [round(grid.res_m[0], 4), round(grid.res_m[1], 4)],
+        "inputs": inputs,
+        "grid": {"crs": grid.crs.to_string(), "width": before["width"],
+                 "height": before["height"], "pixel_size_m": before["pixel_size_m"],
                  "frame": "pixel" if grid.pixel_frame else "map"},
+        "analysis": {"pixel_size_m": [round(grid.res_m[0], 4), round(grid.res_m[1], 4)],
+                     "factors": list(scene.factors), "width": grid.width,
+                     "height": grid.height},
         "overlap": round(scene.validity.overlap, 4),
         "coregistration": {**coregistration_section(co.shift, grid, co.allow_unregistered,
                                                     reason=co.reason, ground=co.ground),
@@ -367,13 +372,16 @@ def coregistration_section(shift: Shift | None, grid: rio.Grid, allow_unregister
     # map displacement of a content moving by (dx, dy) pixels: east, north
     dx_map, dy_map = t.a * shift.dx_px + t.b * shift.dy_px, t.d * shift.dx_px + t.e * shift.dy_px
     unit = grid.res_m[0] / max(abs(t.a), 1e-12)
+    k = grid.factor  # in BEFORE's own pixels when they were read averaged
     return {
-        "shift_x_px": round(shift.dx_px, 4), "shift_y_px": round(shift.dy_px, 4),
+        "shift_x_px": round(shift.dx_px * k, 4), "shift_y_px": round(shift.dy_px * k, 4),
         "shift_x_m": round(dx_map * unit, 3), "shift_y_m": round(dy_map * unit, 3),
         "quality": shift.quality, "method": shift.method, "applied": shift.method != "none (unregistered)",
-        "spread_px": shift.spread_px, "n_windows": len(shift.windows), "n_inliers": shift.n_inliers,
-        "windows": [{"col_px": w.col_px, "row_px": w.row_px, "dx_px": round(w.dx_px, 4),
-                     "dy_px": round(w.dy_px, 4), "peak": round(w.peak, 4), "inlier": w.inlier}
+        "spread_px": round(shift.spread_px * k, 4), "n_windows": len(shift.windows),
+        "n_inliers": shift.n_inliers,
+        "windows": [{"col_px": round(grid.input_px(w.col_px), 2),
+                     "row_px": round(grid.input_px(w.row_px), 2), "dx_px": round(w.dx_px * k, 4),
+                     "dy_px": round(w.dy_px * k, 4), "peak": round(w.peak, 4), "inlier": w.inlier}
                     for w in shift.windows],
         **extra,
     }
