@@ -188,6 +188,7 @@ def _run_pair_into(out: Path, before, after, config: Config, run: _Run) -> PairR
         with watch.stage("overlap"):
             scene = stack.enter_context(
                 open_scene(before, after, config, min_overlap=config.min_overlap))
+        given, config = config, on_analysis_pixels(config, scene.grid.factor)
         run = _detector_for(scene, config, run)
         with watch.stage("coregistration"):
             registration = register(scene, config, allow_unregistered=run.allow_unregistered)
@@ -205,7 +206,7 @@ def _run_pair_into(out: Path, before, after, config: Config, run: _Run) -> PairR
                 scene.b_ds, a_vrt, scene.grid, detections, b_bands=scene.b_bands,
                 a_bands=scene.a_bands, config=config, nodata=scene.nodata, overview=overview,
                 open_readers=partial(scene.open_aligned, registration.offset))
-        result_report = model.pair_report(scene, registration, noise, detections, config)
+        result_report = model.pair_report(scene, registration, noise, detections, given)
         result_report["detector"] = _detector_report(passes, sighted)
         result_report["screen"] = screened
     # report.html reads a chip of both images per detection, scattered over the scene: with
@@ -224,6 +225,17 @@ def _run_pair_into(out: Path, before, after, config: Config, run: _Run) -> PairR
     shift = registration.shift
     return PairResult(str(before), str(after), out, detections, shift, noise.radiometry,
                       scene.validity.overlap, result_report, files)
+
+
+def on_analysis_pixels(config: Config, factor: int) -> Config:
+    """``config`` for pixels averaged over ``factor`` x ``factor`` (``processing.pixel_m``):
+    the images' smoothing keeps its sigma in metres, as the averaging smooths them already
+    (at twice the sigma in pixels the sample pair's launchers measured 1-2 m too wide and
+    long, one as a helicopter, the other lost). Other parameters in pixels are kept."""
+    if factor == 1:
+        return config
+    return config.with_overrides(
+        {"difference": {"smoothing_px": config.difference.smoothing_px / factor}})
 
 
 def _noise_model(scene: Scene, registration: Registration, a_vrt, config: Config,

@@ -12,9 +12,9 @@ import os
 import secrets
 import shutil
 import tempfile
-from xml.sax.saxutils import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
+from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
