@@ -133,7 +133,8 @@ def open_raster(path: str | Path, role: str, *, gsd_m: float | None = None, fact
 
 def averaging_factor(ds, pixel_m: float) -> int:
     """The whole number of ``ds``'s pixels a side that makes pixels of at most ``pixel_m``
-    metres (``processing.pixel_m``); 1 when its own pixels are that coarse already, or 0."""
+    metres (``processing.pixel_m``), leaving at least 64 a side; 1 when ``pixel_m`` is 0 or
+    its own pixels are that coarse already."""
     if pixel_m <= 0:
         return 1
     res = math.sqrt(math.prod(pixel_size_m(ds.crs, ds.transform, ds.width, ds.height)))

@@ -174,14 +174,21 @@ def open_scene(before: str | Path, after: str | Path, config: Config, *,
         Naming the file and the reason.
     """
     gsd_m, nodata = config.input.gsd_m, config.input.nodata
-    with rio.open_raster(before, "BEFORE", gsd_m=gsd_m) as b_ds, \
-            rio.open_raster(after, "AFTER", gsd_m=gsd_m) as a_ds:
+    with ExitStack() as stack:
+        b_ds = stack.enter_context(rio.open_raster(before, "BEFORE", gsd_m=gsd_m))
+        a_ds = stack.enter_context(rio.open_raster(after, "AFTER", gsd_m=gsd_m))
         check_pair(b_ds, a_ds, before, after, config)
-        described = {"before": rio.describe(b_ds, "before"), "after": rio.describe(a_ds, "after")}
         factors = (rio.averaging_factor(b_ds, config.processing.pixel_m),
                    rio.averaging_factor(a_ds, config.processing.pixel_m))
-    with rio.open_raster(before, "BEFORE", gsd_m=gsd_m, factor=factors[0]) as b_ds, \
-            rio.open_raster(after, "AFTER", gsd_m=gsd_m, factor=factors[1]) as a_ds:
+        described = None
+        if factors != (1, 1):  # the files as they are, then read averaged
+            described = {"before": rio.describe(b_ds, "before"),
+                         "after": rio.describe(a_ds, "after")}
+            stack.close()
+            b_ds = stack.enter_context(rio.open_raster(before, "BEFORE", gsd_m=gsd_m,
+                                                       factor=factors[0]))
+            a_ds = stack.enter_context(rio.open_raster(after, "AFTER", gsd_m=gsd_m,
+                                                       factor=factors[1]))
         grid = replace(rio.grid_of(b_ds), factor=factors[0])
         b_bands, a_bands = rio.matching_bands(b_ds, a_ds)
         validity = measure_validity(b_ds, a_ds, grid, nodata)
@@ -192,4 +199,4 @@ def open_scene(before: str | Path, after: str | Path, config: Config, *,
                 raise InputError(f"{after}: covers only {validity.overlap:.1%} of BEFORE "
                                  f"({before}); min_overlap is {min_overlap:.0%}", path=after)
         yield Scene(str(before), str(after), b_ds, a_ds, grid, b_bands, a_bands, nodata, gsd_m,
-                    validity, factors, described if factors != (1, 1) else None)
+                    validity, factors, described)
