@@ -222,7 +222,7 @@ def _run_pair_into(out: Path, before, after, config: Config, run: _Run) -> PairR
                                                shown)
         files["report.json"] = model.write_json(out / "report.json", result_report)
     files["change_mask.tif"] = out / "change_mask.tif"
-    shift = registration.shift
+    shift = registration.shift and registration.shift.scaled(scene.grid.factor)
     return PairResult(str(before), str(after), out, detections, shift, noise.radiometry,
                       scene.validity.overlap, result_report, files)
 
@@ -440,11 +440,11 @@ def coregister_pair(before: str | Path, after: str | Path, config: Config | None
                     ) -> tuple[Shift | None, float]:
     """Only the co-registration stage: the global shift of AFTER on the BEFORE grid.
 
-    Returns the :class:`~pipeline.coreg.shift.Shift` (None when no window could be measured)
-    and the overlap (share of BEFORE covered by valid AFTER). For notebooks and the
-    co-registration benchmark.
+    Returns the :class:`~pipeline.coreg.shift.Shift` in BEFORE's own pixels (None when no
+    window could be measured) and the overlap (share of BEFORE covered by valid AFTER). For
+    notebooks and the co-registration benchmark.
     """
     config = config or Config()
     with open_scene(before, after, config) as scene:
         shift = measure_shift(scene, matching_windows(scene, config), config)
-        return shift, scene.validity.overlap
+        return shift and shift.scaled(scene.grid.factor), scene.validity.overlap

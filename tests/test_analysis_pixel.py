@@ -15,7 +15,7 @@ from pipeline import io as rio
 from pipeline.config import Config
 from pipeline.errors import InputError
 from pipeline.evaluate import evaluate, load_features
-from pipeline.run import run_pair
+from pipeline.run import coregister_pair, run_pair
 
 AT_1M = Config().with_overrides({"processing": {"pixel_m": 1.0}})
 
@@ -83,6 +83,11 @@ def test_outputs_at_1m_are_on_the_before_grid(runs, sample_pair):
     true_dx, true_dy = json.loads(truth.read_text())["shift_px"]
     co = report["coregistration"]
     assert abs(co["shift_x_px"] - true_dx) < 0.35 and abs(co["shift_y_px"] - true_dy) < 0.35, co
+    assert (coarse.shift.dx_px, coarse.shift.dy_px) == pytest.approx(
+        (co["shift_x_px"], co["shift_y_px"]), abs=1e-4)
+    shift, _ = coregister_pair(*sample_pair[:2], AT_1M)
+    assert abs(shift.dx_px - true_dx) < 0.35 and abs(shift.dy_px - true_dy) < 0.35
+    assert all(0 <= w.col_px < width and 0 <= w.row_px < height for w in shift.windows)
     with rasterio.open(coarse.out_dir / "change_mask.tif") as ds:
         assert (ds.width, ds.height, ds.transform) == (width, height, transform)
         assert ds.colormap(1)[1][:3] == (230, 0, 200)

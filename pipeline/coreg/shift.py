@@ -10,7 +10,7 @@ import logging
 import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import cv2
@@ -54,6 +54,18 @@ class Shift:
     @property
     def n_inliers(self) -> int:
         return sum(w.inlier for w in self.windows)
+
+    def scaled(self, k: int) -> Shift:
+        """The shift measured on pixels ``k`` times the size of the files' own
+        (``processing.pixel_m``), in the files' own pixels."""
+        if k == 1:
+            return self
+        windows = tuple(replace(w, col_px=(w.col_px + 0.5) * k - 0.5,
+                                row_px=(w.row_px + 0.5) * k - 0.5, dx_px=w.dx_px * k,
+                                dy_px=w.dy_px * k) for w in self.windows)
+        return replace(self, dx_px=self.dx_px * k, dy_px=self.dy_px * k,
+                       spread_px=self.spread_px * k, windows=windows,
+                       local_spread_px=self.local_spread_px * k)
 
 
 def to_luminance(image: np.ndarray, band: int | None = None) -> np.ndarray:

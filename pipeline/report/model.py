@@ -372,16 +372,14 @@ def coregistration_section(shift: Shift | None, grid: rio.Grid, allow_unregister
     # map displacement of a content moving by (dx, dy) pixels: east, north
     dx_map, dy_map = t.a * shift.dx_px + t.b * shift.dy_px, t.d * shift.dx_px + t.e * shift.dy_px
     unit = grid.res_m[0] / max(abs(t.a), 1e-12)
-    k = grid.factor  # in BEFORE's own pixels when they were read averaged
+    shift = shift.scaled(grid.factor)  # in BEFORE's own pixels when they were read averaged
     return {
-        "shift_x_px": round(shift.dx_px * k, 4), "shift_y_px": round(shift.dy_px * k, 4),
+        "shift_x_px": round(shift.dx_px, 4), "shift_y_px": round(shift.dy_px, 4),
         "shift_x_m": round(dx_map * unit, 3), "shift_y_m": round(dy_map * unit, 3),
         "quality": shift.quality, "method": shift.method, "applied": shift.method != "none (unregistered)",
-        "spread_px": round(shift.spread_px * k, 4), "n_windows": len(shift.windows),
-        "n_inliers": shift.n_inliers,
-        "windows": [{"col_px": round(grid.input_px(w.col_px), 2),
-                     "row_px": round(grid.input_px(w.row_px), 2), "dx_px": round(w.dx_px * k, 4),
-                     "dy_px": round(w.dy_px * k, 4), "peak": round(w.peak, 4), "inlier": w.inlier}
+        "spread_px": shift.spread_px, "n_windows": len(shift.windows), "n_inliers": shift.n_inliers,
+        "windows": [{"col_px": w.col_px, "row_px": w.row_px, "dx_px": round(w.dx_px, 4),
+                     "dy_px": round(w.dy_px, 4), "peak": round(w.peak, 4), "inlier": w.inlier}
                     for w in shift.windows],
         **extra,
     }
