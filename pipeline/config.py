@@ -545,6 +545,16 @@ class Config(_Strict):
         blob = json.dumps(self.model_dump(mode="json", exclude={"stac"}), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def on_averaged_pixels(self, factor: int) -> Config:
+        """This config for pixels averaged over ``factor`` x ``factor`` (``processing.pixel_m``):
+        the images' smoothing keeps its sigma in metres, as the averaging smooths them already
+        (at twice the sigma in metres the sample pair's launchers measured 1-2 m too wide and
+        long, one as a helicopter, the other lost). Other parameters in pixels are kept."""
+        if factor == 1:
+            return self
+        return self.with_overrides(
+            {"difference": {"smoothing_px": self.difference.smoothing_px / factor}})
+
     def with_overrides(self, overrides: Mapping[str, Any], *, source: str | None = None
                        ) -> Config:
         """A copy with ``overrides`` merged in, validated as a configuration file is.

@@ -188,7 +188,7 @@ def _run_pair_into(out: Path, before, after, config: Config, run: _Run) -> PairR
         with watch.stage("overlap"):
             scene = stack.enter_context(
                 open_scene(before, after, config, min_overlap=config.min_overlap))
-        given, config = config, on_analysis_pixels(config, scene.grid.factor)
+        given, config = config, config.on_averaged_pixels(scene.grid.factor)
         run = _detector_for(scene, config, run)
         with watch.stage("coregistration"):
             registration = register(scene, config, allow_unregistered=run.allow_unregistered)
@@ -225,17 +225,6 @@ def _run_pair_into(out: Path, before, after, config: Config, run: _Run) -> PairR
     shift = registration.shift and registration.shift.scaled(scene.grid.factor)
     return PairResult(str(before), str(after), out, detections, shift, noise.radiometry,
                       scene.validity.overlap, result_report, files)
-
-
-def on_analysis_pixels(config: Config, factor: int) -> Config:
-    """``config`` for pixels averaged over ``factor`` x ``factor`` (``processing.pixel_m``):
-    the images' smoothing keeps its sigma in metres, as the averaging smooths them already
-    (at twice the sigma in pixels the sample pair's launchers measured 1-2 m too wide and
-    long, one as a helicopter, the other lost). Other parameters in pixels are kept."""
-    if factor == 1:
-        return config
-    return config.with_overrides(
-        {"difference": {"smoothing_px": config.difference.smoothing_px / factor}})
 
 
 def _noise_model(scene: Scene, registration: Registration, a_vrt, config: Config,
