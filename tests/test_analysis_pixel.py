@@ -118,3 +118,33 @@ def test_a_path_gdal_cannot_wrap_is_refused_naming_the_file(sample_pair, tmp_pat
         run_pair(sample_pair[0], odd, tmp_path / "out", AT_1M)
     assert str(odd) in str(err.value)
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def _plain_png(src, dst):
+    with rasterio.open(src) as ds:
+        pixels = ds.read()
+    with rasterio.open(dst, "w", driver="PNG", width=pixels.shape[2], height=pixels.shape[1],
+                       count=pixels.shape[0], dtype="uint8") as ds:
+        ds.write(pixels)
+    return dst
+
+
+def test_plain_images_at_1m_give_positions_in_their_own_pixels(runs, sample_pair, tmp_path):
+    native, _, _ = runs
+    before = _plain_png(sample_pair[0], tmp_path / "before.png")
+    after = _plain_png(sample_pair[1], tmp_path / "after.png")
+    config = AT_1M.with_overrides({"input": {"gsd_m": 0.5}})
+    result = run_pair(before, after, tmp_path / "out", config)
+    fc = json.loads((result.out_dir / "detections_px.geojson").read_text())
+    report = json.loads((result.out_dir / "report.json").read_text())
+    assert report["grid"]["frame"] == "pixel" and report["analysis"]["factors"] == [2, 2]
+    assert report["inputs"]["before"]["path"] == str(before)
+    ref = [d.blob.centroid_px for d in native.detections]
+    assert len(fc["features"]) >= 4
+    for f in fc["features"]:
+        xs, ys = np.array(f["geometry"]["coordinates"][0]).T
+        cx, cy = f["properties"]["centroid_px"]
+        # the outline holds its centre, both in the PNG's own pixels, where the same object
+        # measured on the georeferenced pair at 0.5 m lies
+        assert xs.min() < cx + 0.5 < xs.max() and ys.min() < cy + 0.5 < ys.max()
+        assert min(np.hypot(cx - x, cy - y) for x, y in ref) < 4.0, (cx, cy)

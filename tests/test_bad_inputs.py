@@ -448,4 +448,5 @@ def test_every_case_has_a_row_in_the_readme():
 # README rows whose test lives in another module (named in the row)
 ROWS_TESTED_ELSEWHERE = {"corrupt-pair-in-a-batch", "cloud-covered-overlap", "larger-than-memory",
                          "killed-run", "random-small-rasters",
+                         "a-path-gdal-cannot-wrap-is-refused-naming-the-file",
                          *(f"stac-{case}" for case in test_stac.BAD_CASES)}
