@@ -4,6 +4,7 @@ on BEFORE's own pixels, pixel positions and the shift in BEFORE pixels)."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -148,3 +149,20 @@ def test_plain_images_at_1m_give_positions_in_their_own_pixels(runs, sample_pair
         # measured on the georeferenced pair at 0.5 m lies
         assert xs.min() < cx + 0.5 < xs.max() and ys.min() < cy + 0.5 < ys.max()
         assert min(np.hypot(cx - x, cy - y) for x, y in ref) < 4.0, (cx, cy)
+
+
+def test_report_html_draws_the_shift_at_1m_as_at_its_own_pixels(runs, sample_pair):
+    native, coarse, _ = runs
+    with rasterio.open(sample_pair[0]) as ds:
+        width = ds.width
+
+    def exaggeration(run):
+        html = (run.out_dir / "report.html").read_text()
+        return float(re.search(r"exaggerated x(\d+)", html).group(1))
+
+    # report.json's windows are in BEFORE pixels, over the whole scene
+    cols = [w["col_px"] for w in coarse.report["coregistration"]["windows"]]
+    assert max(cols) > width * 0.6 and max(cols) < width
+    # the arrows drawn the same size for the same shift (twice as large if the picture's
+    # scale were taken per pixel analysed)
+    assert exaggeration(coarse) == pytest.approx(exaggeration(native), rel=0.15)

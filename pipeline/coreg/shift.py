@@ -361,20 +361,30 @@ class ShiftField:
                        ndimage.map_coordinates(values, [fr, fc], order=1, mode="nearest"))
         return out[0], out[1]
 
-    def summary(self) -> dict:
+    def summary(self, k: int = 1) -> dict:
+        """report.json's ``local``; in pixels ``k`` times smaller than the field's (the files'
+        own, when it was measured on pixels averaged by ``processing.pixel_m``)."""
         m = self.measured
+        dx, dy = self.dx_px * k, self.dy_px * k
+
+        def stats(v):
+            return {"min": round(float(v.min()), 3), "max": round(float(v.max()), 3),
+                    "mean": round(float(v.mean()), 3), "std": round(float(v.std()), 3)}
+
         return {
             "nodes": int(m.size), "measured": int(m.sum()),
-            "grid_cols_px": [round(float(c), 1) for c in self.cols_px],
-            "grid_rows_px": [round(float(r), 1) for r in self.rows_px],
-            "dx_px": {"min": round(float(self.dx_px.min()), 3), "max": round(float(self.dx_px.max()), 3),
-                      "mean": round(float(self.dx_px.mean()), 3), "std": round(float(self.dx_px.std()), 3)},
-            "dy_px": {"min": round(float(self.dy_px.min()), 3), "max": round(float(self.dy_px.max()), 3),
-                      "mean": round(float(self.dy_px.mean()), 3), "std": round(float(self.dy_px.std()), 3)},
-            "field_dx_px": np.round(self.dx_px, 3).tolist(),
-            "field_dy_px": np.round(self.dy_px, 3).tolist(),
+            "grid_cols_px": [round(float(c), 1) for c in _input_px(self.cols_px, k)],
+            "grid_rows_px": [round(float(r), 1) for r in _input_px(self.rows_px, k)],
+            "dx_px": stats(dx), "dy_px": stats(dy),
+            "field_dx_px": np.round(dx, 3).tolist(),
+            "field_dy_px": np.round(dy, 3).tolist(),
             "measured_mask": m.astype(int).tolist(),
         }
+
+
+def _input_px(index: np.ndarray, k: int) -> np.ndarray:
+    """Pixel indexes (centres) on pixels ``k`` times the files' own, as the files' own."""
+    return index if k == 1 else (np.asarray(index, float) + 0.5) * k - 0.5
 
 
 def estimate_field(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarray, np.ndarray]],

@@ -154,10 +154,14 @@ def page_context(report: ReportModel, detections: Sequence[Detection],
     total = ChangeCounts(appeared=sum(c.appeared for c in report.counts.values()),
                          disappeared=sum(c.disappeared for c in report.counts.values()))
     arrows = None
-    drawn = shift_arrows_image(pictures.before, pictures.scale, co, pictures.res_m)
+    # report.json's shifts and positions are in the input's own pixels
+    k = pictures.factor
+    scale = pictures.scale / k
+    drawn = shift_arrows_image(pictures.before, scale, co,
+                               pictures.res_m and pictures.res_m / k)
     if drawn is not None:
         arrows = {"picture": inline_picture(drawn[0], photo=True),
-                  "exaggeration": drawn[1] / pictures.scale}
+                  "exaggeration": drawn[1] / scale}
     chips = pictures.chips
     compared = None if chips is None else (
         len(chips.b_bands) if len(chips.b_bands) == len(chips.a_bands) else 1)

@@ -335,7 +335,8 @@ def pair_report(scene, registration, noise, detections: list[Detection], config:
         "coregistration": {**coregistration_section(co.shift, grid, co.allow_unregistered,
                                                     reason=co.reason, ground=co.ground),
                            "mode": co.mode,
-                           **({"local": co.field.summary()} if co.field is not None else {})},
+                           **({"local": co.field.summary(grid.factor)}
+                              if co.field is not None else {})},
         "radiometry": noise.report(),
         "counts": counts(detections, config),
         "detections": len(detections),

@@ -119,6 +119,9 @@ class ScenePictures:
         The inputs are plain images placed on a nominal grid (``--gsd``).
     chips : ChipSource or None
         Where the gallery's full-resolution chips are read from; None: no chips.
+    factor : int
+        The input's own pixels a side of one BEFORE pixel analysed (``processing.pixel_m``):
+        report.json gives positions and shifts in the input's own.
     """
 
     before: np.ndarray
@@ -128,6 +131,7 @@ class ScenePictures:
     res_m: float | None = None
     pixel_frame: bool = False
     chips: ChipSource | None = None
+    factor: int = 1
 
     def overlay(self) -> np.ndarray:
         """BEFORE | AFTER with the detections outlined, numbered and a legend
@@ -186,7 +190,7 @@ def scene_pictures(b_ds, a_vrt: rio.AfterOnGrid, grid: rio.Grid, detections: Seq
                        open_readers or reopener(b_ds, a_vrt, gsd_m=config.input.gsd_m))
     return ScenePictures(to_display(b, vb, b_limits), to_display(a, va, a_limits),
                          small.width / grid.width, tuple(detections), grid.mean_res_m,
-                         grid.pixel_frame, chips)
+                         grid.pixel_frame, chips, grid.factor)
 
 
 def write_overlay(path: str | Path, pictures: ScenePictures) -> Path:
