@@ -51,6 +51,7 @@ from pipeline.detect import verifier  # noqa: E402
 from pipeline.detect.classify import larger_of_overlapping, overlap_share  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.evaluate import is_ignore, load_features  # noqa: E402
+from pipeline.io import input_px  # noqa: E402
 from pipeline.run import run_pair  # noqa: E402
 from pipeline.testing import synth
 from pipeline.testing.cases import (  # noqa: E402
@@ -84,8 +85,8 @@ def dump_pair(name: str, kind: str, group: str, before: Path, after: Path, truth
         return None
     # the records' positions are on the pixels analysed, detections.geojson's on BEFORE's own
     k = result.report["analysis"]["factors"][0]
-    by_place = {(round((r["centroid_px"][0] + 0.5) * k - 0.5, 2),
-                 round((r["centroid_px"][1] + 0.5) * k - 0.5, 2), r["change"]): r
+    by_place = {(round(float(input_px(r["centroid_px"][0], k)), 2),
+                 round(float(input_px(r["centroid_px"][1], k)), 2), r["change"]): r
                 for r in records}
     dets = load_features(next(out.glob("detections*.geojson")))
     truth = load_features(truth_path)

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from ..io.raster import input_px
 from ..io.readers import one_opencv_thread
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,8 @@ class Shift:
         (``processing.pixel_m``), in the files' own pixels."""
         if k == 1:
             return self
-        windows = tuple(replace(w, col_px=(w.col_px + 0.5) * k - 0.5,
-                                row_px=(w.row_px + 0.5) * k - 0.5, dx_px=w.dx_px * k,
+        windows = tuple(replace(w, col_px=float(input_px(w.col_px, k)),
+                                row_px=float(input_px(w.row_px, k)), dx_px=w.dx_px * k,
                                 dy_px=w.dy_px * k) for w in self.windows)
         return replace(self, dx_px=self.dx_px * k, dy_px=self.dy_px * k,
                        spread_px=self.spread_px * k, windows=windows,
@@ -373,18 +374,13 @@ class ShiftField:
 
         return {
             "nodes": int(m.size), "measured": int(m.sum()),
-            "grid_cols_px": [round(float(c), 1) for c in _input_px(self.cols_px, k)],
-            "grid_rows_px": [round(float(r), 1) for r in _input_px(self.rows_px, k)],
+            "grid_cols_px": [round(float(c), 1) for c in input_px(self.cols_px, k)],
+            "grid_rows_px": [round(float(r), 1) for r in input_px(self.rows_px, k)],
             "dx_px": stats(dx), "dy_px": stats(dy),
             "field_dx_px": np.round(dx, 3).tolist(),
             "field_dy_px": np.round(dy, 3).tolist(),
             "measured_mask": m.astype(int).tolist(),
         }
-
-
-def _input_px(index: np.ndarray, k: int) -> np.ndarray:
-    """Pixel indexes (centres) on pixels ``k`` times the files' own, as the files' own."""
-    return index if k == 1 else (np.asarray(index, float) + 0.5) * k - 0.5
 
 
 def estimate_field(windows: list[tuple[tuple[float, float], np.ndarray, np.ndarray, np.ndarray]],

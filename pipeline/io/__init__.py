@@ -32,6 +32,7 @@ from .raster import (
     declares_all_valid,
     describe,
     grid_of,
+    input_px,
     is_pixel_frame,
     matching_bands,
     open_raster,
@@ -61,7 +62,8 @@ __all__ = [
     # raster: opening, checking and reading
     "NOMINAL_CRS", "NOMINAL_EASTING", "SUPPORTED_DTYPES", "Grid", "OnGridReader",
     "averaging_factor", "block_windows", "coarse_cells", "data_bands", "decimated_grid",
-    "declares_all_valid", "describe", "grid_of", "is_pixel_frame", "matching_bands", "open_raster", "pixel_size_m",
+    "declares_all_valid", "describe", "grid_of", "input_px", "is_pixel_frame", "matching_bands",
+    "open_raster", "pixel_size_m",
     "read_decimated", "read_display", "read_window", "source_path", "wrap_plain_image",
     # warp: AFTER on the BEFORE grid
     "PAD_PX", "AfterOnGrid", "LatticeSource", "PaddedRead", "cubic_weights", "lattice_source",

@@ -54,7 +54,7 @@ class Grid:
 
     def input_px(self, index: float) -> float:
         """A pixel index (a pixel's centre) of this grid as one of the input's own pixels."""
-        return (index + 0.5) * self.factor - 0.5
+        return input_px(index, self.factor)
 
     @property
     def pixel_area_m2(self) -> float:
@@ -66,6 +66,12 @@ class Grid:
 
     def window_transform(self, window: Window) -> Affine:
         return rasterio.windows.transform(window, self.transform)
+
+
+def input_px(index, factor: int):
+    """Pixel indexes (pixels' centres; a number or an array) on pixels ``factor`` times the
+    input's own a side (``processing.pixel_m``), as indexes of the input's own pixels."""
+    return index if factor == 1 else (np.asarray(index, float) + 0.5) * factor - 0.5
 
 
 def pixel_size_m(crs, transform: Affine, width: int, height: int) -> tuple[float, float]:
