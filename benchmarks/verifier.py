@@ -4,6 +4,7 @@
     python benchmarks/verifier.py loao  --work /tmp/verifier   # leave-one-airport-out scores
     python benchmarks/verifier.py loao  --work /tmp/verifier --without-detector  # the difference alone
     python benchmarks/verifier.py train --work /tmp/verifier --out pipeline/detect/verifier_model.json
+    python benchmarks/verifier.py compare --work /tmp/other --against /tmp/verifier  # within noise?
 
 ``dump`` runs the pipeline over the real pairs cached by ``benchmarks/accuracy.py`` (under
 ``benchmarks/.cache/accuracy``; run accuracy.py once first): the overlapping pairs of the 11
@@ -25,6 +26,12 @@ applied to the held-out airport's pairs, which are scored exactly (score_case on
 detections). It also counts the truth changes that some candidate matches: the recall a perfect
 verifier would reach, the ceiling that only more candidates can raise. ``train`` fits the
 shipped model on all of them, its threshold chosen the same way.
+
+``compare`` runs ``loao`` on two dumps of the same pairs (say, a configuration against the
+defaults) and says whether their verifier F1 differ by more than the table's noise: each
+airport's F1 in both, and a paired bootstrap of the difference (the same pairs drawn for both
+dumps), once drawing pairs again within each airport and once drawing whole airports, with its
+95 % interval and the share of draws below zero.
 Training needs scikit-learn (``pip install -e .[train]``); the shipped model needs numpy only.
 """
 from __future__ import annotations
@@ -326,56 +333,114 @@ def _airport_order(group: str) -> tuple:
     return (len(group), group)
 
 
-def cmd_loao(args) -> None:
-    cases = load_cases(args.work, pair_kinds(args.dataset))
-    if args.without_detector:
-        cases = without_detector(cases)
+def loao_scores(cases: list[dict]) -> dict[str, dict]:
+    """Each held-out airport's fold: its threshold and tree settings, and every pair's
+    (tp, fp, fn) with the classical rules (``classical``) and the fold's verifier
+    (``verifier``), the truth changes some candidate matches (``reach``: matched, of all), and
+    its controls' aircraft counts."""
     real = [c for c in cases if c["kind"] in ("real", "control")]
     syn = [c for c in cases if c["kind"] == "syn-train"]
-    base_all, ver_all = [0, 0, 0], [0, 0, 0]
-    reach_all = [0, 0]
-    controls = []
-    print("leave-one-airport-out (tree settings and threshold chosen on the training airports "
-          "only)")
+    folds = {}
     for g in sorted({c["group"] for c in real}, key=_airport_order):
         train = [c for c in real if c["group"] != g]
         held = [c for c in real if c["group"] == g]
         settings, thr = choose_settings(train + syn)
         model = fit(*_xy(train + syn), settings)
         _probabilities(model, held)
-        base, ver = [0, 0, 0], [0, 0, 0]
-        reach = [0, 0]  # truth changes some candidate matches, of all
+        fold = {"threshold": thr, "settings": settings, "classical": {}, "verifier": {},
+                "reach": [0, 0], "controls": {}}
         for c in held:
             b = score_kept(c, lambda p: p["_classical"])
             v = score_kept(c, lambda p: p["_p"] >= thr)
             if c["kind"] == "control":
-                controls.append(f"{c['name']}: classical {b[0] + b[1]} aircraft, "
-                                f"verifier {v[0] + v[1]} aircraft")
+                fold["controls"][c["name"]] = (b[0] + b[1], v[0] + v[1])
                 continue
-            base = [x + y for x, y in zip(base, b)]
-            ver = [x + y for x, y in zip(ver, v)]
-            reach[0] += sum(f["properties"]["_label"] == 1 for f in c["aircraft"])
-            reach[1] += _truth_count(c)
-        reach_all = [x + y for x, y in zip(reach_all, reach)]
-        base_all = [x + y for x, y in zip(base_all, base)]
-        ver_all = [x + y for x, y in zip(ver_all, ver)]
-        print(f"{g} (threshold {thr:.2f}, trees {settings['max_iter']} of depth "
-              f"{settings['max_depth']})")
-        print("  " + _line("classical", base))
-        print("  " + _line("verifier", ver))
-        if reach[1]:
-            print("  " + _reach_line(reach))
+            fold["classical"][c["name"]], fold["verifier"][c["name"]] = b, v
+            fold["reach"][0] += sum(f["properties"]["_label"] == 1 for f in c["aircraft"])
+            fold["reach"][1] += _truth_count(c)
+        folds[g] = fold
+    return folds
+
+
+def _summed(scores) -> list[int]:
+    return [int(x) for x in np.sum(list(scores), axis=0)] if scores else [0, 0, 0]
+
+
+def cmd_loao(args) -> None:
+    folds = loao_scores(_cases(args))
+    print("leave-one-airport-out (tree settings and threshold chosen on the training airports "
+          "only)")
+    for g, fold in folds.items():
+        print(f"{g} (threshold {fold['threshold']:.2f}, trees {fold['settings']['max_iter']} of "
+              f"depth {fold['settings']['max_depth']})")
+        print("  " + _line("classical", _summed(fold["classical"].values())))
+        print("  " + _line("verifier", _summed(fold["verifier"].values())))
+        if fold["reach"][1]:
+            print("  " + _reach_line(fold["reach"]))
     print("all airports")
-    print("  " + _line("classical", base_all))
-    print("  " + _line("verifier", ver_all))
-    print("  " + _reach_line(reach_all))
-    print("controls: " + "; ".join(controls))
+    for kind in ("classical", "verifier"):
+        print("  " + _line(kind, _summed(s for f in folds.values() for s in f[kind].values())))
+    print("  " + _reach_line(_summed([f["reach"] + [0] for f in folds.values()])[:2]))
+    print("controls: " + "; ".join(f"{name}: classical {b} aircraft, verifier {v} aircraft"
+                                   for f in folds.values()
+                                   for name, (b, v) in f["controls"].items()))
+
+
+def _f1(t) -> float:
+    tp, fp, fn = t
+    return 2 * tp / max(2 * tp + fp + fn, 1)
+
+
+def bootstrap_delta(a: dict[str, dict], b: dict[str, dict], draws: int, seed: int = 0
+                    ) -> dict[str, np.ndarray]:
+    """Paired bootstrap of the verifier's F1, ``a`` minus ``b`` (two ``loao_scores`` of the
+    same pairs), over all real pairs. ``pairs``: pairs drawn again with replacement within
+    each airport; ``airports``: whole airports drawn again (the unit the table generalises
+    over), each with all its pairs."""
+    groups = {g: sorted(set(a[g]["verifier"]) & set(b[g]["verifier"])) for g in a if g in b}
+    groups = {g: names for g, names in groups.items() if names}
+    rng = np.random.default_rng(seed)
+    out = {"pairs": np.empty(draws), "airports": np.empty(draws)}
+    keys = list(groups)
+    for i in range(draws):
+        picked = [(g, n) for g in keys for n in rng.choice(groups[g], len(groups[g]))]
+        out["pairs"][i] = (_f1(_summed(a[g]["verifier"][n] for g, n in picked))
+                           - _f1(_summed(b[g]["verifier"][n] for g, n in picked)))
+        picked = [(g, n) for g in rng.choice(keys, len(keys)) for n in groups[g]]
+        out["airports"][i] = (_f1(_summed(a[g]["verifier"][n] for g, n in picked))
+                              - _f1(_summed(b[g]["verifier"][n] for g, n in picked)))
+    return out
+
+
+def cmd_compare(args) -> None:
+    if args.against is None:
+        sys.exit("verifier: compare needs --against (a second dump's --work)")
+    a, b = loao_scores(_cases(args)), loao_scores(_cases(args, args.against))
+    for label, folds in ((args.work, a), (args.against, b)):
+        print(_line(str(label), _summed(s for f in folds.values()
+                                        for s in f["verifier"].values())))
+    for g in a:
+        if g in b and a[g]["verifier"]:
+            fa, fb = (_f1(_summed(x[g]["verifier"].values())) for x in (a, b))
+            print(f"  {g:<4} F1 {fa:.3f} against {fb:.3f} ({fa - fb:+.3f})")
+    delta = bootstrap_delta(a, b, args.draws)
+    point = (_f1(_summed(s for f in a.values() for s in f["verifier"].values()))
+             - _f1(_summed(s for f in b.values() for s in f["verifier"].values())))
+    print(f"F1 difference {point:+.4f} (first minus second), paired bootstrap of "
+          f"{args.draws} draws:")
+    for how, d in delta.items():
+        lo, hi = np.percentile(d, [2.5, 97.5])
+        print(f"  {how:<9} 95 % interval {lo:+.4f} .. {hi:+.4f}, standard deviation "
+              f"{d.std():.4f}, share of draws below zero {np.mean(d < 0):.3f}")
+
+
+def _cases(args, work: Path | None = None) -> list[dict]:
+    cases = load_cases(work or args.work, pair_kinds(args.dataset))
+    return without_detector(cases) if args.without_detector else cases
 
 
 def cmd_train(args) -> None:
-    cases = load_cases(args.work, pair_kinds(args.dataset))
-    if args.without_detector:
-        cases = without_detector(cases)
+    cases = _cases(args)
     train = [c for c in cases if c["kind"] in ("real", "control", "syn-train")]
     settings, threshold = choose_settings(train)
     model = fit(*_xy(train), settings)
@@ -399,7 +464,7 @@ def cmd_train(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=("dump", "loao", "train"))
+    ap.add_argument("command", choices=("dump", "loao", "train", "compare"))
     ap.add_argument("--work", type=Path, required=True, help="scratch folder (dump output)")
     ap.add_argument("--cache", type=Path, default=CACHE, help="accuracy.py's cache of pairs")
     ap.add_argument("--dataset", type=Path, default=DATASET,
@@ -411,8 +476,12 @@ def main() -> None:
     ap.add_argument("--without-detector", action="store_true",
                     help="loao/train on the difference's candidates alone, without the "
                          "detector's evidence (the comparison)")
+    ap.add_argument("--against", type=Path, default=None,
+                    help="compare: a second dump (its --work) of the same pairs")
+    ap.add_argument("--draws", type=int, default=2000, help="compare: bootstrap draws")
     args = ap.parse_args()
-    {"dump": cmd_dump, "loao": cmd_loao, "train": cmd_train}[args.command](args)
+    {"dump": cmd_dump, "loao": cmd_loao, "train": cmd_train,
+     "compare": cmd_compare}[args.command](args)
 
 
 if __name__ == "__main__":
