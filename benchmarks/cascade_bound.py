@@ -35,7 +35,9 @@ no margins re-read, no extra decode for windows scattered over the files' tiles 
 
 ``--dump`` (a ``benchmarks/verifier.py dump`` folder) also runs the raw screen on each real
 pair of that dump (read from accuracy.py's cache) and counts the pair's candidates found by
-the difference that lie on no kept cell (``_label`` 1: a changed aircraft of the truth).
+the difference that lie on no kept cell (``_label`` 1: a changed aircraft of the truth). It
+also counts the changed aircraft of the truth that a candidate matches and that the detector
+saw in neither image: what a screen made of the detector's sightings would miss.
 """
 from __future__ import annotations
 
@@ -63,6 +65,7 @@ from pipeline.change.difference import mask_reach_px  # noqa: E402
 from pipeline.change.noise import coarse_pair  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.coreg.register import register  # noqa: E402
+from pipeline.detect.aircraft import load_detector  # noqa: E402
 from pipeline.io.readers import ReaderPool, stripe_px  # noqa: E402
 from pipeline.io.scene import open_scene  # noqa: E402
 
@@ -173,10 +176,18 @@ def real_pairs(dump: Path, config: Config, sigma: float, least_cells: int, threa
     and the pairs' candidates found by the difference that lie on no kept cell."""
     config = real_config(config)
     shares, missed, truth_missed, candidates = [], 0, 0, 0
+    sighted = [0, 0]  # changed aircraft of the truth some candidate matches: sighted, all
+    least = config.detector.threshold or load_detector(config.detector.model).threshold
     for path in sorted((dump / "cases").glob("G*.json")):
         case = json.loads(path.read_text())
         if case["kind"] != "real":
             continue
+        for f in case["aircraft"]:
+            p = f["properties"]
+            if p.get("_label") == 1:
+                sighted[1] += 1
+                sighted[0] += max(p.get("detector_before") or 0.0,
+                                  p.get("detector_after") or 0.0) >= least
         found = [f["properties"] for f in case["aircraft"] + case["others"]
                  if f["properties"].get("found_by", "difference") == "difference"]
         folder = PAIRS / case["name"]
@@ -192,6 +203,10 @@ def real_pairs(dump: Path, config: Config, sigma: float, least_cells: int, threa
               f"{min(shares):.3f}, most {max(shares):.3f}; of {candidates} candidates found by "
               f"the difference {missed} on no kept cell ({truth_missed} changed aircraft of the "
               f"truth)")
+    print(f"a detector screen (the detector's sightings): of the {sighted[1]} changed aircraft "
+          f"of the truth that some candidate matches, {sighted[0]} have a score of at least "
+          f"{least:g} in one image or the other, {sighted[1] - sighted[0]} "
+          f"none")
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ defaults) and says whether their verifier F1 differ by more than the table's noi
 airport's F1 in both, and a paired bootstrap of the difference (the same pairs drawn for both
 dumps), once drawing pairs again within each airport and once drawing whole airports, with its
 95 % interval and the share of draws below zero.
+
 Training needs scikit-learn (``pip install -e .[train]``); the shipped model needs numpy only.
 """
 from __future__ import annotations
@@ -363,7 +364,9 @@ def loao_scores(cases: list[dict]) -> dict[str, dict]:
 
 
 def _summed(scores) -> list[int]:
-    return [int(x) for x in np.sum(list(scores), axis=0)] if scores else [0, 0, 0]
+    """Element-wise sums of (tp, fp, fn) triples (or of any equal-length counts)."""
+    scores = list(scores)
+    return [int(x) for x in np.sum(scores, axis=0)] if scores else [0, 0, 0]
 
 
 def cmd_loao(args) -> None:
@@ -380,7 +383,7 @@ def cmd_loao(args) -> None:
     print("all airports")
     for kind in ("classical", "verifier"):
         print("  " + _line(kind, _summed(s for f in folds.values() for s in f[kind].values())))
-    print("  " + _reach_line(_summed([f["reach"] + [0] for f in folds.values()])[:2]))
+    print("  " + _reach_line(_summed(f["reach"] for f in folds.values())[:2]))
     print("controls: " + "; ".join(f"{name}: classical {b} aircraft, verifier {v} aircraft"
                                    for f in folds.values()
                                    for name, (b, v) in f["controls"].items()))
