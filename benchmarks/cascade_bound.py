@@ -45,21 +45,19 @@ import argparse
 import json
 import sys
 import tempfile
-from pathlib import Path
-
 from contextlib import contextmanager
+from pathlib import Path
 
 import cv2
 import numpy as np
 import rasterio
 
 sys.path.insert(0, str(Path(__file__).parent))
+from accuracy import WORK as PAIRS  # noqa: E402
+from accuracy import real_config  # noqa: E402
 from common import large_pair, plain_read_s  # noqa: E402
 from floor import run as floor_run  # noqa: E402
 from speed import SAMPLE, measure  # noqa: E402
-
-from accuracy import WORK as PAIRS  # noqa: E402
-from accuracy import real_config  # noqa: E402
 
 from pipeline.change.difference import mask_reach_px  # noqa: E402
 from pipeline.change.noise import coarse_pair  # noqa: E402
@@ -118,7 +116,7 @@ def raw_screen(cells, sigma: float, least_cells: int) -> np.ndarray:
         r = np.where(v, y - gain * x - (my - gain * mx), 0).astype(np.float32)
         r = np.where(v, r - cv2.blur(r, (SMOOTH_CELLS,) * 2) / np.maximum(weight, 1e-3), 0)
         z = np.maximum(z, np.abs(r) / max(1.4826 * float(np.median(np.abs(r[v]))), 1e-6))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats((z > sigma).astype(np.uint8),
+    _, labels, stats, _ = cv2.connectedComponentsWithStats((z > sigma).astype(np.uint8),
                                                            connectivity=8)
     return np.r_[False, stats[1:, cv2.CC_STAT_AREA] >= least_cells][labels].astype(np.uint8)
 
@@ -156,17 +154,16 @@ def kept_shares(out: Path, config: Config) -> dict[str, tuple[float, float]]:
         (col, row), half = p["centroid_px"], max(p["length_m"], p["width_m"]) / 2 / res_m
         r0, c0 = (max(int(v - half - reach), 0) for v in (row, col))
         oracle[r0:int(row + half + reach) + 1, c0:int(col + half + reach) + 1] = 1
-    cell = max(1, round(2.0 / res_m))  # 2 m cells
+    cell = max(1, round(SCREEN_CELL_M / res_m))
     hc, wc = h // cell, w // cell
     cells = mask[:hc * cell, :wc * cell].reshape(hc, cell, wc, cell).any(axis=(1, 3))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(cells.astype(np.uint8), connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(cells.astype(np.uint8), connectivity=8)
     least = min(c.length_m[0] * c.width_m[0] for c in config.classes) / (cell * res_m) ** 2
     keep = np.r_[False, stats[1:, cv2.CC_STAT_AREA] >= least][labels].astype(np.uint8)
     grown = cv2.dilate(keep, cv2.getStructuringElement(cv2.MORPH_RECT,
                                                         (2 * -(-reach // cell) + 1,) * 2))
     objects = np.zeros((h, w), np.uint8)
     objects[:hc * cell, :wc * cell] = np.repeat(np.repeat(grown, cell, 0), cell, 1)
-
     return {"oracle": _shares(oracle), "objects": _shares(objects)}
 
 
@@ -205,8 +202,7 @@ def real_pairs(dump: Path, config: Config, sigma: float, least_cells: int, threa
               f"truth)")
     print(f"a detector screen (the detector's sightings): of the {sighted[1]} changed aircraft "
           f"of the truth that some candidate matches, {sighted[0]} have a score of at least "
-          f"{least:g} in one image or the other, {sighted[1] - sighted[0]} "
-          f"none")
+          f"{least:g} in one image or the other, {sighted[1] - sighted[0]} none")
 
 
 def main() -> None:
