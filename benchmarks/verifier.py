@@ -5,6 +5,7 @@
     python benchmarks/verifier.py loao  --work /tmp/verifier --without-detector  # the difference alone
     python benchmarks/verifier.py train --work /tmp/verifier --out pipeline/detect/verifier_model.json
     python benchmarks/verifier.py compare --work /tmp/other --against /tmp/verifier  # within noise?
+    python benchmarks/verifier.py compare --work /tmp/v --detector-only --against /tmp/v
 
 ``dump`` runs the pipeline over the real pairs cached by ``benchmarks/accuracy.py`` (under
 ``benchmarks/.cache/accuracy``; run accuracy.py once first): the overlapping pairs of the 11
@@ -31,7 +32,8 @@ shipped model on all of them, its threshold chosen the same way.
 defaults) and says whether their verifier F1 differ by more than the table's noise: each
 airport's F1 in both, and a paired bootstrap of the difference (the same pairs drawn for both
 dumps), once drawing pairs again within each airport and once drawing whole airports, with its
-95 % interval and the share of draws below zero.
+95 % interval and the share of draws below zero. ``--without-detector`` and
+``--detector-only`` apply to the first dump only, so a dump can be compared with itself.
 
 Training needs scikit-learn (``pip install -e .[train]``); the shipped model needs numpy only.
 """
@@ -180,6 +182,19 @@ def load_cases(work: Path, kinds: dict[str, str]) -> list[dict]:
     return cases
 
 
+def _kept_and_labelled(cases: list[dict], from_detector: bool) -> list[dict]:
+    """The cases with only the aircraft candidates the detector made (or only the others),
+    labelled again: a truth aircraft that a candidate left out matched may match another."""
+    src = verifier.FEATURES.index("from_detector")
+    for c in cases:
+        c["aircraft"] = [f for f in c["aircraft"]
+                         if bool(f["properties"]["_features"][src]) == from_detector]
+        for f, lab in zip(c["aircraft"], detection_labels(c["truth"], c["aircraft"])):
+            f["properties"]["_label"] = lab
+        _unlabel_duplicates(c["aircraft"])
+    return cases
+
+
 def without_detector(cases: list[dict]) -> list[dict]:
     """The cases as the difference alone gives them: the detector's candidates left out and
     its features (:data:`pipeline.detect.fusion.DETECTOR_FEATURES`) held at 0, which no tree
@@ -187,16 +202,20 @@ def without_detector(cases: list[dict]) -> list[dict]:
     from pipeline.detect.fusion import DETECTOR_FEATURES
 
     cols = [verifier.FEATURES.index(f) for f in DETECTOR_FEATURES]
-    src = verifier.FEATURES.index("from_detector")
+    cases = _kept_and_labelled(cases, from_detector=False)
     for c in cases:
-        c["aircraft"] = [f for f in c["aircraft"] if not f["properties"]["_features"][src]]
-        # labelled again: a truth aircraft a detector candidate matched may match a blob's
-        for f, lab in zip(c["aircraft"], detection_labels(c["truth"], c["aircraft"])):
-            f["properties"]["_label"] = lab
+        for f in c["aircraft"]:
             for k in cols:
                 f["properties"]["_features"][k] = 0.0
-        _unlabel_duplicates(c["aircraft"])
     return cases
+
+
+def detector_only(cases: list[dict]) -> list[dict]:
+    """The cases with the aircraft candidates of the detector's unpartnered sightings alone
+    (measured on the difference as the pipeline measures them), labelled again: what a design
+    that makes aircraft candidates only where the detector saw one would give
+    (``--detector-only``)."""
+    return _kept_and_labelled(cases, from_detector=True)
 
 
 def _unlabel_duplicates(aircraft: list[dict], max_overlap: float = SplitConfig().max_overlap
@@ -204,7 +223,8 @@ def _unlabel_duplicates(aircraft: list[dict], max_overlap: float = SplitConfig()
     """Candidates that one_per_object would merge with a true one (another piece of the same
     aircraft, the aircraft grown from another of its pieces) are neither rewarded nor punished
     in training: label -1. The one-to-one match gave the truth to one of them; which one the
-    pipeline reports is one_per_object's choice (the larger), scored exactly by score_kept."""
+    pipeline reports is one_per_object's choice (the detector's, else the larger), scored
+    exactly by score_kept."""
     pos = [f for f in aircraft if f["properties"]["_label"] == 1]
     if not pos:
         return
@@ -309,7 +329,9 @@ def score_kept(case: dict, keep, max_overlap: float = SplitConfig().max_overlap
     if kept:
         rects = np.array([shapely.geometry.shape(f["geometry"]) for f in kept], dtype=object)
         one = larger_of_overlapping(rects, [f["properties"]["change"] for f in kept],
-                                    max_overlap=max_overlap)
+                                    max_overlap=max_overlap,
+                                    first=[f["properties"].get("found_by") == "detector"
+                                           for f in kept])
         kept = [f for f, k in zip(kept, one) if k]
     found = kept + case["others"]
     s = score_case(case["truth"], found).score
@@ -438,8 +460,16 @@ def cmd_compare(args) -> None:
 
 
 def _cases(args, work: Path | None = None) -> list[dict]:
+    """The cases of ``--work`` (or of ``work``, as they are: compare's second dump), with the
+    candidates ``--without-detector`` or ``--detector-only`` keep."""
     cases = load_cases(work or args.work, pair_kinds(args.dataset))
-    return without_detector(cases) if args.without_detector else cases
+    if work is not None:
+        return cases
+    if args.without_detector and args.detector_only:
+        sys.exit("verifier: --without-detector and --detector-only leave nothing to score")
+    if args.without_detector:
+        return without_detector(cases)
+    return detector_only(cases) if args.detector_only else cases
 
 
 def cmd_train(args) -> None:
@@ -479,6 +509,9 @@ def main() -> None:
     ap.add_argument("--without-detector", action="store_true",
                     help="loao/train on the difference's candidates alone, without the "
                          "detector's evidence (the comparison)")
+    ap.add_argument("--detector-only", action="store_true",
+                    help="loao/train/compare on the aircraft candidates of the detector's "
+                         "sightings alone, labelled again")
     ap.add_argument("--against", type=Path, default=None,
                     help="compare: a second dump (its --work) of the same pairs")
     ap.add_argument("--draws", type=int, default=2000, help="compare: bootstrap draws")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -92,8 +93,14 @@ def test_two_aircraft_wingtip_to_wingtip_give_two_detections(parked_pair, tmp_pa
 
 
 def test_without_split_the_pair_is_one_larger_detection(parked_pair, tmp_path):
-    found = _aircraft_found(run_pair(*parked_pair, tmp_path / "out", _config(split=False)))
+    # the difference's candidates alone: with the detector, its box of one of the two aircraft
+    # is kept over the pair's blob (one_per_object), and the other aircraft is lost all the same
+    off = {"detector": {"enabled": False}}
+    found = _aircraft_found(run_pair(*parked_pair, tmp_path / "out",
+                                     _config(split=False).with_overrides(off)))
     assert len(found) == 1 and found[0][0] == "medium-transport", found
+    found = _aircraft_found(run_pair(*parked_pair, tmp_path / "det", _config(split=False)))
+    assert len(found) == 1 and found[0][0] == "light-aircraft", found
 
 
 def test_split_is_the_same_in_small_blocks(parked_pair, tmp_path):
@@ -162,6 +169,20 @@ def test_two_pieces_of_one_object_are_one_detection():
     # the share is of the smaller one's area: 8 of 20 columns is 0.4
     assert [d.id for d in one_per_object(dets, max_overlap=0.45)] == ["a", "b", "c", "d", "e"]
     assert one_per_object(dets, max_overlap=1.0) == dets
+
+
+def test_of_two_detections_of_one_object_the_detectors_is_kept_over_the_larger():
+    # a difference blob holding an aircraft and its shadow (40 x 18 px) and the detector's box
+    # of the aircraft inside it (28 x 18 px): the detector's, though smaller
+    blob = _rect_det("a", "appeared", 100, 100, 140, 118)
+    seen = replace(_rect_det("b", "appeared", 100, 100, 128, 118), found_by="detector")
+    assert [d.id for d in one_per_object([blob, seen], max_overlap=0.3)] == ["b"]
+    assert [d.id for d in one_per_object([seen, blob], max_overlap=0.3)] == ["b"]
+    # of two the detector found, the larger; and it is of one change only
+    other = replace(_rect_det("c", "appeared", 96, 100, 136, 118), found_by="detector")
+    assert [d.id for d in one_per_object([blob, seen, other], max_overlap=0.3)] == ["c"]
+    gone = replace(_rect_det("d", "disappeared", 100, 100, 128, 118), found_by="detector")
+    assert [d.id for d in one_per_object([blob, gone], max_overlap=0.3)] == ["a", "d"]
 
 
 def _over_markings(folder) -> tuple:
