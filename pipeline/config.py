@@ -304,8 +304,8 @@ class SplitConfig(_Strict):
                                            "one object's; null = the same least width")
     max_overlap: float = Field(0.2, gt=0, le=1, description="of two detections of one category "
                                "and change whose rectangles overlap by more than this share of "
-                               "the smaller's area, only the larger is reported (two pieces of "
-                               "one object); 1 = keep both")
+                               "the smaller's area, one is reported (two pieces of one object): "
+                               "the one the detector found, else the larger; 1 = keep both")
     grow_m: float = Field(8.0, ge=0, description="with the verifier on, an aircraft candidate "
                           "is also measured as each image shows the object within this far of "
                           "its blob (the pixels that stand out from the ground around it, joined "
