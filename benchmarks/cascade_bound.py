@@ -45,7 +45,6 @@ import argparse
 import json
 import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -64,7 +63,7 @@ from pipeline.change.noise import coarse_pair  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.coreg.register import register  # noqa: E402
 from pipeline.detect.aircraft import load_detector  # noqa: E402
-from pipeline.io.readers import ReaderPool, stripe_px  # noqa: E402
+from pipeline.io.readers import stripe_px  # noqa: E402
 from pipeline.io.scene import open_scene  # noqa: E402
 
 PASSES = ("read", "difference", "blobs", "sightings")
@@ -89,12 +88,7 @@ def screen_cells(before: Path, after: Path, config: Config, threads: int):
     with open_scene(before, after, config) as scene:
         reg = register(scene, config, allow_unregistered=True)
         with scene.on_grid(reg.offset) as a_vrt:
-            @contextmanager
-            def opened():
-                with scene.open_aligned(reg.offset) as handles:
-                    yield handles
-
-            pool = ReaderPool(opened, shared=(scene.b_ds, a_vrt), workers=threads)
+            pool = scene.reader_pool(reg.offset, a_vrt, threads)
             res = scene.grid.mean_res_m
             block = config.processing.block_px
             cells = coarse_pair(pool, scene, max(1, round(SCREEN_CELL_M / res)), block_px=block,

@@ -14,7 +14,7 @@ import logging
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -114,16 +114,8 @@ class _Passes:
 
 
 def _pool(scene: Scene, registration: Registration, a_vrt, threads: int, *extra) -> ReaderPool:
-    """A pool of ``threads`` workers, each reading (BEFORE, AFTER on the grid, a reader of each
-    of ``extra``) through handles of its own; the run's handles without worker threads."""
-    offset = registration.offset
-
-    @contextmanager
-    def opened():
-        with scene.open_aligned(offset) as (b, a), ExitStack() as stack:
-            yield (b, a, *(stack.enter_context(closing(w.reader())) for w in extra))
-
-    return ReaderPool(opened, shared=(scene.b_ds, a_vrt, *extra), workers=threads)
+    """The scene's :meth:`~pipeline.io.scene.Scene.reader_pool` with the registration's offset."""
+    return scene.reader_pool(registration.offset, a_vrt, threads, *extra)
 
 
 def run_pair(before: str | Path, after: str | Path, out_dir: str | Path,

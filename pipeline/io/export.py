@@ -72,10 +72,10 @@ def pixel_feature_collection(detections: list[Detection], grid: Grid | None = No
     as ``detections_px.geojson``; sizes are still in metres at the given pixel size.
     """
     features = []
+    # corners_px are pixel indexes (centres); +0.5 puts them on GDAL's pixel-corner axes, then
+    # in the input's own pixels
+    scale = grid.factor if grid is not None else 1
     for det in detections:
-        # corners_px are pixel indexes (centres); +0.5 puts them on GDAL's pixel-corner axes,
-        # then in the input's own pixels
-        scale = grid.factor if grid is not None else 1
         ring = [[round((float(x) + 0.5) * scale, 2), round((float(y) + 0.5) * scale, 2)]
                 for x, y in det.blob.corners_px]
         features.append({"type": "Feature", "id": det.id,

@@ -7,7 +7,7 @@ through it, and worker threads open their own handles of the same files with
 """
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ContextManager, Iterator
@@ -19,6 +19,7 @@ from rasterio.windows import Window
 from .. import io as rio
 from ..config import Config
 from ..errors import InputError
+from .readers import ReaderPool
 
 #: validity of both scenes is judged on a decimated grid of at most this many pixels a side
 VALIDITY_SIDE_PX = 1024
@@ -104,6 +105,17 @@ class Scene:
         grid with ``offset`` undone). For a worker thread; closed on leaving the context."""
         return open_aligned(self.before, self.after, self.grid, shift_px=offset,
                             nodata=self.nodata, gsd_m=self.gsd_m, factors=self.factors)
+
+    def reader_pool(self, offset, a_vrt: rio.AfterOnGrid, threads: int, *extra) -> ReaderPool:
+        """A pool of ``threads`` workers, each reading (BEFORE, AFTER on the grid with
+        ``offset`` undone, a reader of each of ``extra``) through handles of its own; the
+        scene's handles (``a_vrt`` its AFTER on the grid) without worker threads."""
+        @contextmanager
+        def opened():
+            with self.open_aligned(offset) as (b, a), ExitStack() as stack:
+                yield (b, a, *(stack.enter_context(closing(w.reader())) for w in extra))
+
+        return ReaderPool(opened, shared=(self.b_ds, a_vrt, *extra), workers=threads)
 
     def read(self, readers, window: Window):
         """(before, before valid, after, after valid) of the compared bands in ``window``,
